@@ -1,0 +1,98 @@
+// tenantwal: ObjectStore, the replica's storage backend.
+//
+// A replica is named by a URL:
+//   s3://bucket[/prefix]   Amazon S3 or any S3-compatible endpoint (SigV4,
+//                          libcurl; see s3_store.cc)
+//   file:///abs/path       the same key layout on a local filesystem
+//                          (file_store.cc), for tests and air-gapped hosts
+// Keys passed to every method are relative to the replica's prefix and use
+// '/' separators, e.g. "tenants/acme/orders/wal/0000018c1a2b3c4d/...".
+// Implementations are thread-safe: one ObjectStore may be shared by many
+// uploader threads.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+
+namespace tw {
+
+struct ObjectInfo {
+  std::string key;      // relative to the replica prefix
+  uint64_t size = 0;    // bytes
+  std::string etag;     // as returned by the store, quotes stripped ("" for file://)
+};
+
+// Connection settings. FromEnv() reads the AWS conventions; flags override.
+struct StoreOptions {
+  std::string access_key_id;      // AWS_ACCESS_KEY_ID
+  std::string secret_access_key;  // AWS_SECRET_ACCESS_KEY
+  std::string session_token;      // AWS_SESSION_TOKEN (optional)
+  std::string region;             // AWS_REGION, else AWS_DEFAULT_REGION, else "us-east-1"
+  // AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, e.g. "http://127.0.0.1:4568".
+  // Empty: https://{bucket}.s3.{region}.amazonaws.com (virtual-hosted).
+  // Non-empty: path-style addressing ({endpoint}/{bucket}/{key}).
+  std::string endpoint;
+  std::string ca_file;            // PEM bundle for a private CA ("" = system)
+  bool verify_tls = true;         // never turned off implicitly
+  int max_retries = 8;            // attempts after the first, for retryable errors
+  int connect_timeout_ms = 5000;
+  int request_timeout_ms = 120000;  // whole request, per attempt
+  int backoff_base_ms = 100;      // exponential backoff with full jitter, capped at 20 s
+
+  // Fills every field from the environment (AWS_* variables above).
+  static StoreOptions FromEnv();
+};
+
+class ObjectStore {
+ public:
+  virtual ~ObjectStore() = default;
+
+  // Stores `data` at `key`, replacing any object there. `metadata` becomes
+  // x-amz-meta-{name} headers (names lowercase [a-z0-9-]). Content-Length is
+  // always set (no aws-chunked encoding). Retries retryable failures.
+  virtual Status Put(const std::string& key, std::string_view data,
+                     const std::map<std::string, std::string>& metadata = {}) = 0;
+
+  // Like Put, but streams the local file at `path` (for snapshots and spooled
+  // segments, so memory stays bounded whatever the object size).
+  virtual Status PutFile(const std::string& key, const std::string& path,
+                         const std::map<std::string, std::string>& metadata = {}) = 0;
+
+  // Reads the whole object into *out. NotFound when absent.
+  virtual Status Get(const std::string& key, std::string* out) = 0;
+
+  // Streams the object into the local file `path` (created/truncated).
+  virtual Status GetToFile(const std::string& key, const std::string& path) = 0;
+
+  // Lists every object whose key starts with `prefix` (ListObjectsV2, all
+  // pages), sorted by key. An empty result is OK.
+  virtual Status List(const std::string& prefix, std::vector<ObjectInfo>* out) = 0;
+
+  // Lists the "directories" directly below `prefix` (which should end in
+  // '/'): ListObjectsV2 with delimiter '/', returning CommonPrefixes relative
+  // to the replica prefix, each ending in '/'.
+  virtual Status ListDirs(const std::string& prefix, std::vector<std::string>* out) = 0;
+
+  // Deletes the object; deleting a missing key is OK.
+  virtual Status Delete(const std::string& key) = 0;
+
+  // The replica URL this store was opened with, e.g. "s3://bucket/prefix".
+  virtual std::string url() const = 0;
+
+  // Counters by operation, for metrics: "PUT", "GET", "LIST", "DELETE" ->
+  // {requests, failures}. Includes retries.
+  virtual std::map<std::string, std::pair<uint64_t, uint64_t>> RequestCounts() const = 0;
+};
+
+// Opens the store named by `url` (see the top of this file). InvalidArgument
+// for a malformed URL or an unsupported scheme. Does no network I/O.
+Status OpenObjectStore(const std::string& url, const StoreOptions& options,
+                       std::unique_ptr<ObjectStore>* out);
+
+}  // namespace tw
