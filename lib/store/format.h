@@ -44,6 +44,38 @@ uint64_t Crc64(const void* data, size_t n, uint64_t crc = 0);
 // The term one page contributes to DbChecksum: CRC-64(be32(pgno) || page).
 uint64_t PageChecksum(uint32_t pgno, const uint8_t* page, size_t page_size);
 
+// True for the page sizes SQLite allows: a power of two in 512..65536 bytes
+// (SQLite Database File Format, section 1.3.2).
+bool ValidPageSize(uint32_t page_size);
+
+// DbChecksum kept up to date page by page. It remembers each page's term
+// (8 bytes per page) so a page can be replaced without re-reading the old
+// bytes. Pages that exist but were never set (the database grew without
+// writing them) count as all-zero pages, which is what such pages read as.
+// Not thread-safe.
+class DbChecksum {
+ public:
+  // `page_size` must satisfy ValidPageSize().
+  explicit DbChecksum(uint32_t page_size);
+  // Sets the database size to `pages`: shrinking XORs out the terms of the
+  // removed pages, growing adds zero-page terms for the new ones.
+  void Resize(uint32_t pages);
+  // Replaces page `pgno` (1-based) with `page` (page_size bytes), growing the
+  // database to `pgno` pages first if needed.
+  void SetPage(uint32_t pgno, const uint8_t* page);
+  uint32_t pages() const { return static_cast<uint32_t>(terms_.size()); }
+  uint64_t value() const { return value_; }
+
+ private:
+  uint32_t page_size_;
+  uint64_t value_ = 0;
+  std::vector<uint64_t> terms_;  // terms_[p - 1] = PageChecksum(p, page p)
+};
+
+// DbChecksum of a whole database image held in memory: `size` bytes, a
+// multiple of `page_size` (a partial last page counts as zero-padded).
+uint64_t DbChecksumOf(const uint8_t* db, size_t size, uint32_t page_size);
+
 // ---- generations and keys --------------------------------------------------
 
 // A new generation id: 16 lowercase hex digits, 48 bits of Unix milliseconds
@@ -59,6 +91,8 @@ std::string SegmentKey(std::string_view tenant, std::string_view db,
 
 // Parses a key produced by SnapshotKey/SegmentKey (relative to the replica
 // prefix). Returns false for anything else.
+// `tenant` and `db` must satisfy ValidName() and `generation` IsGenerationId();
+// the builders do not check (callers validate at their entry points).
 struct ParsedKey {
   enum Kind { kSnapshot, kSegment } kind;
   std::string tenant, db, generation;
@@ -78,6 +112,15 @@ struct WalPosition {
   uint32_t frame = 0;
   uint32_t cksum1 = 0, cksum2 = 0;
 };
+
+// ---- object layout -------------------------------------------------------------
+
+// Fixed sizes, in bytes, of the parts of every object (docs/FORMAT.md).
+constexpr size_t kSegmentHeaderSize = 288;
+constexpr size_t kSnapshotHeaderSize = 288;
+constexpr size_t kTrailerSize = 8;          // CRC-64 of all preceding bytes
+constexpr size_t kTxnRecordSize = 32;       // per transaction, in a segment body
+constexpr uint32_t kFormatVersion = 1;
 
 // ---- segments ----------------------------------------------------------------
 
@@ -144,6 +187,13 @@ class SegmentReader {
   std::unique_ptr<Impl> impl_;
 };
 
+// Decodes and validates just the fixed header at the start of a segment
+// (`bytes` needs at least kSegmentHeaderSize bytes; more are ignored).
+// Checks magic, version, the header CRC-64 and every field's range, but not
+// the trailer or body: use SegmentReader for that. Corruption on failure.
+// For listings that only need txid ranges and times.
+Status ParseSegmentHeader(std::string_view bytes, SegmentHeader* out);
+
 // ---- snapshots ---------------------------------------------------------------
 
 struct SnapshotHeader {
@@ -190,5 +240,9 @@ class SnapshotReader {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Like ParseSegmentHeader, for the first kSnapshotHeaderSize bytes of a
+// snapshot.
+Status ParseSnapshotHeader(std::string_view bytes, SnapshotHeader* out);
 
 }  // namespace tw
