@@ -114,6 +114,7 @@ struct alignas(64) Slot {
   std::atomic<uint64_t> snapshot_txid;
   std::atomic<uint64_t> pending_bytes;
   std::atomic<int64_t> last_snapshot_us;
+  std::atomic<int64_t> pending_since_us; // commit time of the oldest txn not yet durable (0: none)
   std::atomic<uint32_t> error_seq;    // odd while last_error is being written
   char last_error[kErrorBytes];
   char generation[24];

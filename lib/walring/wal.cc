@@ -173,6 +173,10 @@ bool ReadIndexHeader(const volatile void* shm, IndexHeader* out) {
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "little-endian hosts only");
   Checksum(native_big, reinterpret_cast<const uint8_t*>(&a), 40, &s1, &s2);
   if (s1 != a.aCksum[0] || s2 != a.aCksum[1]) return false;
+  // aSalt is a raw copy of the WAL header's bytes 16..23 (big-endian on
+  // disk); return it as numbers, like Header::salt1/salt2.
+  a.aSalt[0] = GetBE32(reinterpret_cast<const uint8_t*>(&a.aSalt[0]));
+  a.aSalt[1] = GetBE32(reinterpret_cast<const uint8_t*>(&a.aSalt[1]));
   *out = a;
   return true;
 }

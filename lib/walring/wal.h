@@ -130,7 +130,8 @@ static_assert(sizeof(IndexHeader) == 48, "WalIndexHdr is 48 bytes");
 // Copies a consistent wal-index header from shared memory (`shm` is the
 // start of region 0): both copies must be identical, initialized and carry a
 // valid checksum. Returns false if not (a writer is mid-update, or the index
-// is not initialized).
+// is not initialized). aSalt is returned as numbers (SQLite stores the WAL
+// header's big-endian bytes there verbatim); other fields are native.
 bool ReadIndexHeader(const volatile void* shm, IndexHeader* out);
 
 }  // namespace tw::wal
