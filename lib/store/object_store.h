@@ -38,7 +38,7 @@ struct StoreOptions {
   // Empty: https://{bucket}.s3.{region}.amazonaws.com (virtual-hosted).
   // Non-empty: path-style addressing ({endpoint}/{bucket}/{key}).
   std::string endpoint;
-  std::string ca_file;            // PEM bundle for a private CA ("" = system)
+  std::string ca_file;            // AWS_CA_BUNDLE: PEM bundle for a private CA ("" = system)
   bool verify_tls = true;         // never turned off implicitly
   int max_retries = 8;            // attempts after the first, for retryable errors
   int connect_timeout_ms = 5000;
@@ -89,6 +89,23 @@ class ObjectStore {
   // {requests, failures}. Includes retries.
   virtual std::map<std::string, std::pair<uint64_t, uint64_t>> RequestCounts() const = 0;
 };
+
+// Key rules shared by every store, so a key that works on file:// also works
+// on s3:// and cannot escape a local root: 1-1024 bytes, no leading '/', no
+// empty, "." or ".." segment (so no "//" and no trailing '/'), no ASCII
+// control bytes (0x00-0x1f, 0x7f). InvalidArgument naming the key otherwise.
+// (Added for tenantwal's stores; S3 itself is more permissive.)
+Status ValidateObjectKey(std::string_view key);
+
+// The same rules for a List/ListDirs prefix, except that it may be empty and
+// may end in '/' or in a partial segment ("wal/0000" matches "wal/00001").
+Status ValidateListPrefix(std::string_view prefix);
+
+// User metadata rules: names 1-128 characters of [a-z0-9-]; values printable
+// US-ASCII (0x20-0x7e) without leading/trailing spaces (S3 trims them, which
+// would break round trips); total size of names and values <= 2048 bytes
+// (S3's user-metadata limit). InvalidArgument otherwise.
+Status ValidateMetadata(const std::map<std::string, std::string>& metadata);
 
 // Opens the store named by `url` (see the top of this file). InvalidArgument
 // for a malformed URL or an unsupported scheme. Does no network I/O.
