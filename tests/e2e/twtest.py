@@ -625,6 +625,40 @@ def spawn_cli(path, sql, workdir, label):
 # --------------------------------------------------------------------------
 # command line
 
+def wait_caught_up_cli(api, expect, timeout):
+    """For tools/demo: wait until /api/databases lists >= expect databases, all
+    with txid > 0 and replicatedTxid == txid on two polls in a row."""
+    deadline = time.monotonic() + timeout
+    streak, prev, shown = 0, None, 0.0
+    while True:
+        try:
+            with urllib.request.urlopen(api.rstrip("/") + "/api/databases", timeout=10) as r:
+                dbs = json.loads(r.read().decode()).get("databases", [])
+        except Exception as e:  # noqa: BLE001
+            dbs, err = [], str(e)
+        else:
+            err = None
+        lag = [x for x in dbs if not (x.get("txid") and x.get("replicatedTxid") == x.get("txid"))]
+        state = sorted((x.get("tenantId"), x.get("databaseName"), x.get("txid")) for x in dbs)
+        done = not err and len(dbs) >= expect and not lag
+        streak = streak + 1 if done and state == prev else (1 if done else 0)
+        prev = state
+        if streak >= 2:
+            print(f"  caught up: {len(dbs)} databases, replicatedTxid == txid for all")
+            return 0
+        if time.monotonic() - shown > 2:
+            shown = time.monotonic()
+            print(f"  waiting: {len(dbs)}/{expect} databases listed, {len(lag)} lagging"
+                  + (f" ({err})" if err else "") + "".join(
+                      f"\n    {x.get('tenantId')}/{x.get('databaseName')}: txid {x.get('txid')}"
+                      f" replicated {x.get('replicatedTxid')} lagMs {x.get('lagMs')}"
+                      for x in lag[:5]), flush=True)
+        if time.monotonic() > deadline:
+            print(f"  NOT caught up within {timeout:.0f}s", flush=True)
+            return 1
+        time.sleep(0.5)
+
+
 def _cli(argv):
     import argparse
     ap = argparse.ArgumentParser(prog="twtest.py")
@@ -641,6 +675,11 @@ def _cli(argv):
     s = sub.add_parser("snapshot")
     s.add_argument("live")
     s.add_argument("out")
+    f = sub.add_parser("free-port")
+    wc = sub.add_parser("wait-caught-up")
+    wc.add_argument("api", help="http://127.0.0.1:PORT")
+    wc.add_argument("--expect", type=int, default=0, help="number of databases")
+    wc.add_argument("--timeout", type=float, default=120)
     k = sub.add_parser("compare")
     k.add_argument("live")
     k.add_argument("restored")
@@ -653,6 +692,10 @@ def _cli(argv):
             sys.stdout.write(cli_script(a.seconds, a.seed, a.tag))
         elif a.cmd == "snapshot":
             snapshot(a.live, a.out)
+        elif a.cmd == "free-port":
+            print(free_port())
+        elif a.cmd == "wait-caught-up":
+            return wait_caught_up_cli(a.api, a.expect, a.timeout)
         elif a.cmd == "compare":
             ok, detail = compare(a.live, a.restored)
             print("equal" if ok else f"DIFFERENT: {detail}")
