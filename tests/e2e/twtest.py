@@ -182,6 +182,14 @@ class Daemon:
         # Clients started from this process (and its children) use the same ring/root.
         os.environ["TENANTWAL_RING"] = self.ring
         os.environ["TENANTWAL_ROOT"] = self.root
+        # The ring is a POSIX shm object (/dev/shm/NAME): do not leak one per run.
+        at_cleanup(self.unlink_ring)
+
+    def unlink_ring(self):
+        try:
+            os.unlink(os.path.join("/dev/shm", self.ring))
+        except OSError:
+            pass
 
     def db_path(self, tenant, db):
         return os.path.join(self.root, tenant, f"{db}.db")
