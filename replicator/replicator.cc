@@ -1,0 +1,634 @@
+// tenantwald: the replicator core (see replicator.h for the data path).
+#include "replicator.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/names.h"
+#include "log.h"
+
+namespace twd {
+
+using tw::Status;
+using tw::ring::Ring;
+using tw::ring::Slot;
+
+const char* PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kNeedSnapshot: return "pending-snapshot";
+    case Phase::kSnapshotting: return "snapshotting";
+    case Phase::kActive: return "active";
+    case Phase::kDeleted: return "deleted";
+    case Phase::kNotReplicated: return "not-replicated";
+  }
+  return "unknown";
+}
+
+namespace {
+
+Status MkdirAll(const std::string& path, mode_t mode) {
+  std::string cur;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      if (!cur.empty() && mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) {
+        return Status::IOError("mkdir " + cur + ": " + strerror(errno));
+      }
+    }
+    if (i < path.size()) cur.push_back(path[i]);
+  }
+  return Status::OK();
+}
+
+tw::ring::DbState SlotState(Phase p) {
+  switch (p) {
+    case Phase::kNeedSnapshot:
+    case Phase::kSnapshotting: return tw::ring::DbState::kSnapshotting;
+    case Phase::kActive: return tw::ring::DbState::kActive;
+    case Phase::kDeleted: return tw::ring::DbState::kDeleted;
+    case Phase::kNotReplicated: return tw::ring::DbState::kNotReplicated;
+  }
+  return tw::ring::DbState::kUnknown;
+}
+
+}  // namespace
+
+Replicator::Replicator(Options o) : opts_(std::move(o)) {}
+
+Replicator::~Replicator() { Stop(0); }
+
+std::string Replicator::S3Path(const std::string& tenant, const std::string& db) const {
+  std::string u = opts_.replica_url;
+  while (!u.empty() && u.back() == '/') u.pop_back();
+  return u + "/" + tw::DbPrefix(tenant, db);
+}
+
+Status Replicator::Start() {
+  started_us_ = tw::ring::NowMicros();
+  char buf[PATH_MAX];
+  if (opts_.root.empty() || !realpath(opts_.root.c_str(), buf)) {
+    return Status::InvalidArgument("--root " + opts_.root + ": not an existing directory");
+  }
+  opts_.root = buf;
+  if (opts_.root.size() >= sizeof(tw::ring::ShmHeader::root)) {
+    return Status::InvalidArgument("--root path too long");
+  }
+  if (opts_.spool_dir.empty()) opts_.spool_dir = opts_.root + "/.tenantwal/spool";
+  TW_RETURN_IF_ERROR(MkdirAll(opts_.spool_dir, 0700));
+  // Leftovers from a previous run are superseded by the snapshots taken at
+  // start (every known database is snapshotted again).
+  if (DIR* dir = opendir(opts_.spool_dir.c_str())) {
+    while (dirent* e = readdir(dir)) {
+      std::string n = e->d_name;
+      if (n.size() > 6 && n.compare(n.size() - 6, 6, ".twseg") == 0) {
+        unlink((opts_.spool_dir + "/" + n).c_str());
+      }
+    }
+    closedir(dir);
+  }
+  TW_RETURN_IF_ERROR(tw::OpenObjectStore(opts_.replica_url, opts_.store, &store_));
+  TW_RETURN_IF_ERROR(Ring::Open(opts_.ring_name, opts_.ring, true, &ring_));
+  auto* h = ring_->header();
+  std::memset(h->root, 0, sizeof h->root);
+  std::memcpy(h->root, opts_.root.data(), opts_.root.size());
+  h->consumer_pid.store(int32_t(getpid()));
+  h->consumer_heartbeat_us.store(tw::ring::NowMicros());
+  Log(Level::kInfo, "tenantwald started",
+      {{"root", opts_.root}, {"replica", opts_.replica_url}, {"ring", opts_.ring_name},
+       {"spool", opts_.spool_dir}, {"ringBytes", h->ring_capacity}, {"slots", h->slot_count}});
+  // Databases already registered by applications.
+  for (uint32_t i = 0; i < ring_->slot_count(); ++i) {
+    if (ring_->slot(i)->used.load(std::memory_order_acquire)) GetDb(i, true);
+  }
+  ScanRoot();
+  threads_.emplace_back([this] { ConsumeLoop(); });
+  threads_.emplace_back([this] { FlushLoop(); });
+  for (int i = 0; i < opts_.uploaders; ++i) threads_.emplace_back([this] { UploadLoop(); });
+  for (int i = 0; i < opts_.snapshotters; ++i) threads_.emplace_back([this] { SnapshotLoop(); });
+  return Status::OK();
+}
+
+void Replicator::Stop(int grace_ms) {
+  if (threads_.empty()) return;
+  // Give pending batches a chance to be sealed and uploaded.
+  int64_t deadline = tw::ring::NowMicros() + int64_t(grace_ms) * 1000;
+  while (tw::ring::NowMicros() < deadline) {
+    bool busy = false;
+    for (auto& d : Databases()) {
+      if (d.phase == "active" && d.replicated_txid < d.txid) busy = true;
+    }
+    if (!busy) break;
+    usleep(50000);
+  }
+  stop_ = true;
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  if (ring_) ring_->header()->consumer_pid.store(0);
+  Log(Level::kInfo, "tenantwald stopped");
+}
+
+std::shared_ptr<Db> Replicator::GetDb(uint32_t index, bool create) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = dbs_.find(index);
+  if (it != dbs_.end()) return it->second;
+  if (!create) return nullptr;
+  Slot* s = ring_->slot(index);
+  auto d = std::make_shared<Db>();
+  d->slot = index;
+  d->tenant.assign(s->tenant, strnlen(s->tenant, sizeof s->tenant));
+  d->name.assign(s->db, strnlen(s->db, sizeof s->db));
+  d->path.assign(s->path, strnlen(s->path, sizeof s->path));
+  d->created_us = tw::ring::NowMicros();
+  if (!tw::ValidName(d->tenant) || !tw::ValidName(d->name)) {
+    d->phase = Phase::kNotReplicated;
+    d->last_error = Ring::ReadError(s);
+    Log(Level::kWarn, "database not replicated",
+        {{"path", d->path}, {"reason", d->last_error}});
+  } else if (s->state.load() == uint32_t(tw::ring::DbState::kDeleted)) {
+    d->phase = Phase::kDeleted;
+  } else {
+    d->phase = Phase::kNeedSnapshot;
+    snapshot_q_.push_back(d);
+    cv_.notify_all();
+    Log(Level::kInfo, "database registered",
+        {{"tenant", d->tenant}, {"db", d->name}, {"path", d->path}});
+  }
+  dbs_[index] = d;
+  return d;
+}
+
+void Replicator::ScanRoot() {
+  DIR* top = opendir(opts_.root.c_str());
+  if (!top) return;
+  while (dirent* t = readdir(top)) {
+    std::string tenant = t->d_name;
+    if (!tw::ValidName(tenant)) continue;
+    std::string tdir = opts_.root + "/" + tenant;
+    DIR* dd = opendir(tdir.c_str());
+    if (!dd) continue;
+    while (dirent* f = readdir(dd)) {
+      std::string file = f->d_name;
+      for (const char* ext : {".db", ".sqlite", ".sqlite3"}) {
+        size_t n = strlen(ext);
+        if (file.size() <= n || file.compare(file.size() - n, n, ext) != 0) continue;
+        std::string db = file.substr(0, file.size() - n);
+        if (!tw::ValidName(db)) break;
+        std::string path = tdir + "/" + file;
+        struct stat st;
+        if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) break;
+        uint32_t idx;
+        bool created;
+        Status s = ring_->FindOrAddSlot(tenant, db, path, &idx, &created);
+        if (!s.ok()) {
+          Log(Level::kError, "cannot register database",
+              {{"tenant", tenant}, {"db", db}, {"error", s.ToString()}});
+          break;
+        }
+        GetDb(idx, true);
+        break;
+      }
+    }
+    closedir(dd);
+  }
+  closedir(top);
+}
+
+// ---- consumer --------------------------------------------------------------
+
+void Replicator::ConsumeLoop() {
+  auto* h = ring_->header();
+  while (!stop_) {
+    uint32_t token = ring_->WakeToken();
+    const tw::ring::RecordHeader* r = nullptr;
+    switch (ring_->Peek(&r)) {
+      case Ring::PeekResult::kRecord:
+        OnRecord(r);
+        ring_->Consume(r);
+        break;
+      case Ring::PeekResult::kAbandoned: {
+        Log(Level::kWarn, "abandoned ring record skipped (producer died)", {{"pid", r->pid}});
+        if (r->slot < ring_->slot_count()) {
+          if (auto d = GetDb(r->slot, false)) {
+            std::lock_guard<std::mutex> lk(d->mu);
+            NeedSnapshotLocked(d.get(), "a writer died while publishing");
+          }
+        }
+        ring_->Consume(r);
+        break;
+      }
+      case Ring::PeekResult::kBusy:
+        ring_->Wait(token, 2);
+        break;
+      case Ring::PeekResult::kEmpty:
+        h->consumer_heartbeat_us.store(tw::ring::NowMicros(), std::memory_order_relaxed);
+        ring_->Wait(token, 500);
+        break;
+    }
+  }
+}
+
+void Replicator::OnRecord(const tw::ring::RecordHeader* r) {
+  if (r->slot >= ring_->slot_count()) return;
+  Slot* s = ring_->slot(r->slot);
+  if (!s->used.load(std::memory_order_acquire)) return;
+  auto d = GetDb(r->slot, true);
+  std::lock_guard<std::mutex> lk(d->mu);
+  switch (r->type) {
+    case tw::ring::kRegister:
+      if (d->phase == Phase::kDeleted &&
+          s->state.load() != uint32_t(tw::ring::DbState::kDeleted)) {
+        Log(Level::kInfo, "database re-created: new generation",
+            {{"tenant", d->tenant}, {"db", d->name}});
+        d->phase = Phase::kActive;  // so that NeedSnapshotLocked queues it
+        NeedSnapshotLocked(d.get(), "database re-created");
+      }
+      break;
+    case tw::ring::kResync:
+      // The record is a wake-up; the slot's flag is the truth (a snapshot
+      // clears it when it fixes its txid, so stale records are ignored).
+      if (s->resync.load(std::memory_order_acquire)) {
+        NeedSnapshotLocked(d.get(), "capture reported: " + Ring::ReadError(s));
+      }
+      break;
+    case tw::ring::kDelete:
+      if (d->phase != Phase::kNotReplicated) {
+        d->phase = Phase::kDeleted;
+        d->pending.clear();
+        d->pending_bytes = 0;
+        d->partial.reset();
+        Log(Level::kInfo, "database deleted: replication stopped, replica kept",
+            {{"tenant", d->tenant}, {"db", d->name}});
+        PublishSlot(d.get());
+      }
+      break;
+    case tw::ring::kTxn:
+      OnTxnChunk(d.get(), r);
+      break;
+    default:
+      break;
+  }
+}
+
+void Replicator::OnTxnChunk(Db* d, const tw::ring::RecordHeader* r) {
+  if (d->phase != Phase::kActive && d->phase != Phase::kSnapshotting) {
+    d->partial.reset();
+    return;  // the coming snapshot covers it
+  }
+  const uint32_t ps = r->page_size;
+  if (!tw::wal::ValidPageSize(ps)) {
+    NeedSnapshotLocked(d, "bad page size in ring record");
+    return;
+  }
+  if (r->flags & tw::ring::kFirst) {
+    if (d->partial) {
+      NeedSnapshotLocked(d, "incomplete transaction in the ring");
+      if (d->phase == Phase::kNeedSnapshot) return;
+    }
+    d->partial = std::make_unique<Txn>();
+    d->partial->txid = r->txid;
+    d->partial->page_size = ps;
+  } else if (!d->partial || d->partial->txid != r->txid || d->partial->page_size != ps) {
+    d->partial.reset();
+    NeedSnapshotLocked(d, "missing part of a transaction in the ring");
+    return;
+  }
+  Txn* t = d->partial.get();
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(r) + tw::ring::kRecordHeaderBytes;
+  const size_t entry = 8 + ps;
+  if (uint64_t(r->page_count) * entry + tw::ring::kRecordHeaderBytes > r->length) {
+    d->partial.reset();
+    NeedSnapshotLocked(d, "malformed ring record");
+    return;
+  }
+  t->pages.reserve(t->pages.size() + size_t(r->page_count) * ps);
+  for (uint32_t i = 0; i < r->page_count; ++i, p += entry) {
+    uint64_t pg;
+    std::memcpy(&pg, p, 8);
+    t->pgnos.push_back(uint32_t(pg));
+    t->pages.append(reinterpret_cast<const char*>(p + 8), ps);
+  }
+  if (!(r->flags & tw::ring::kLast)) return;
+  t->commit_us = r->commit_us;
+  t->db_pages = r->db_pages_after;
+  t->wal = {r->wal_salt1, r->wal_salt2, r->wal_frame, r->wal_cksum1, r->wal_cksum2};
+  std::unique_ptr<Txn> txn = std::move(d->partial);
+  if (d->phase == Phase::kActive) {
+    uint64_t last = d->pending.empty() ? d->last_txid : d->pending.back().txid;
+    if (txn->txid <= last) return;  // already covered (e.g. by the snapshot)
+    if (txn->txid != last + 1) {
+      NeedSnapshotLocked(d, "gap in transactions: expected txid " + std::to_string(last + 1) +
+                                ", got " + std::to_string(txn->txid));
+      return;
+    }
+  }
+  if (d->pending.empty()) d->pending_since_us = tw::ring::NowMicros();
+  d->pending_bytes += txn->pages.size();
+  d->pending.push_back(std::move(*txn));
+  if (d->phase == Phase::kSnapshotting && d->pending_bytes > opts_.pending_max_bytes) {
+    NeedSnapshotLocked(d, "too many transactions while a snapshot was in progress");
+  }
+  ring_->slot(d->slot)->pending_bytes.store(d->pending_bytes, std::memory_order_relaxed);
+}
+
+void Replicator::NeedSnapshotLocked(Db* d, const std::string& why) {
+  if (d->phase == Phase::kDeleted || d->phase == Phase::kNotReplicated) return;
+  d->pending.clear();
+  d->pending_bytes = 0;
+  d->partial.reset();
+  if (d->phase == Phase::kNeedSnapshot) return;
+  Log(Level::kWarn, "continuity in doubt: new snapshot",
+      {{"tenant", d->tenant}, {"db", d->name}, {"reason", why}});
+  d->phase = Phase::kNeedSnapshot;
+  // A snapshot already in progress will see the phase change and requeue.
+  std::lock_guard<std::mutex> lk(mu_);
+  snapshot_q_.push_back(dbs_[d->slot]);
+  cv_.notify_all();
+}
+
+// ---- sealing and uploading -------------------------------------------------
+
+Status Replicator::SealLocked(Db* d) {
+  // Called with d->mu held; the batch is moved out and written to the spool.
+  std::deque<Txn> txns;
+  txns.swap(d->pending);
+  d->pending_bytes = 0;
+  const std::string path = opts_.spool_dir + "/" + std::to_string(getpid()) + "-" +
+                           std::to_string(++seq_) + ".twseg";
+  tw::SegmentHeader h;
+  h.tenant = d->tenant;
+  h.db = d->name;
+  h.generation = d->generation;
+  h.page_size = d->page_size;
+  h.min_txid = txns.front().txid;
+  h.checksum_before = d->checksum;
+  tw::SegmentWriter w;
+  Status st = w.Open(path, h, opts_.zstd_level);
+  std::vector<uint8_t> zero(d->page_size, 0);
+  for (const Txn& t : txns) {
+    if (!st.ok()) break;
+    if (t.page_size != d->page_size) {
+      st = Status::InvalidArgument("page size changed");
+      break;
+    }
+    // Resize: a shrink drops the terms of truncated pages; growth adds
+    // zero-filled pages until the transaction's pages overwrite them.
+    while (d->db_pages > t.db_pages) {
+      d->checksum ^= d->page_crc[d->db_pages - 1];
+      d->page_crc.pop_back();
+      --d->db_pages;
+    }
+    while (d->db_pages < t.db_pages) {
+      ++d->db_pages;
+      uint64_t z = tw::PageChecksum(d->db_pages, zero.data(), zero.size());
+      d->page_crc.push_back(z);
+      d->checksum ^= z;
+    }
+    for (size_t i = 0; i < t.pgnos.size(); ++i) {
+      uint32_t pg = t.pgnos[i];
+      if (pg == 0 || pg > d->db_pages) continue;  // beyond the committed size
+      const uint8_t* data = reinterpret_cast<const uint8_t*>(t.pages.data()) + i * d->page_size;
+      uint64_t c = tw::PageChecksum(pg, data, d->page_size);
+      d->checksum ^= d->page_crc[pg - 1] ^ c;
+      d->page_crc[pg - 1] = c;
+    }
+    tw::TxnInfo info;
+    info.txid = t.txid;
+    info.commit_us = t.commit_us;
+    info.db_pages_after = t.db_pages;
+    uint32_t n = 0;
+    for (uint32_t pg : t.pgnos) n += (pg != 0 && pg <= t.db_pages);
+    info.page_count = n;
+    info.checksum_after = d->checksum;
+    st = w.BeginTxn(info);
+    for (size_t i = 0; st.ok() && i < t.pgnos.size(); ++i) {
+      uint32_t pg = t.pgnos[i];
+      if (pg == 0 || pg > t.db_pages) continue;
+      st = w.AddPage(pg, reinterpret_cast<const uint8_t*>(t.pages.data()) + i * d->page_size);
+    }
+  }
+  uint64_t bytes = 0;
+  if (st.ok()) st = w.Finish(txns.back().wal, false, &bytes);
+  if (!st.ok()) {
+    w.Abandon();
+    // The in-memory checksum state advanced part way: only a snapshot can
+    // restore a known state.
+    d->phase = Phase::kActive;
+    NeedSnapshotLocked(d, "cannot write segment to the spool: " + st.ToString());
+    d->last_error = st.ToString();
+    return st;
+  }
+  Sealed s;
+  s.path = path;
+  s.min_txid = txns.front().txid;
+  s.max_txid = txns.back().txid;
+  s.key = tw::SegmentKey(d->tenant, d->name, d->generation, s.min_txid, s.max_txid);
+  s.bytes = bytes;
+  s.last_commit_us = txns.back().commit_us;
+  d->last_txid = s.max_txid;
+  d->sealed.push_back(std::move(s));
+  return Status::OK();
+}
+
+void Replicator::FlushLoop() {
+  const int64_t tick_us = std::clamp<int64_t>(opts_.sync_interval_us / 4, 5000, 250000);
+  while (!stop_) {
+    usleep(useconds_t(tick_us));
+    std::vector<std::shared_ptr<Db>> dbs;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      dbs.reserve(dbs_.size());
+      for (auto& kv : dbs_) dbs.push_back(kv.second);
+    }
+    const int64_t now = tw::ring::NowMicros();
+    for (auto& d : dbs) {
+      std::unique_lock<std::mutex> lk(d->mu);
+      if (d->phase != Phase::kActive || d->pending.empty()) continue;
+      if (now - d->pending_since_us < opts_.sync_interval_us &&
+          d->pending_bytes < opts_.segment_max_bytes) {
+        continue;
+      }
+      if (SealLocked(d.get()).ok() && !d->uploading) {
+        lk.unlock();
+        std::lock_guard<std::mutex> g(mu_);
+        upload_q_.push_back(d);
+        cv_.notify_all();
+      }
+    }
+  }
+}
+
+void Replicator::PublishSlot(Db* d) {
+  Slot* s = ring_->slot(d->slot);
+  s->state.store(uint32_t(SlotState(d->phase)), std::memory_order_relaxed);
+  s->replicated_txid.store(d->durable_txid, std::memory_order_release);
+  s->replicated_commit_us.store(d->durable_commit_us, std::memory_order_relaxed);
+  s->last_snapshot_us.store(d->last_snapshot_us, std::memory_order_relaxed);
+  uint64_t pend = d->pending_bytes;
+  for (auto& x : d->sealed) pend += x.bytes;
+  s->pending_bytes.store(pend, std::memory_order_relaxed);
+  if (d->durable_txid >= s->txid) s->pending_since_us.store(0, std::memory_order_relaxed);
+  size_t n = std::min(d->generation.size(), sizeof s->generation - 1);
+  std::memcpy(s->generation, d->generation.data(), n);
+  s->generation[n] = 0;
+  Ring::SetError(s, d->last_error);
+}
+
+void Replicator::UploadLoop() {
+  while (!stop_) {
+    std::shared_ptr<Db> d;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait_for(lk, std::chrono::milliseconds(500), [&] { return stop_ || !upload_q_.empty(); });
+      if (stop_) return;
+      if (upload_q_.empty()) continue;
+      d = upload_q_.front();
+      upload_q_.pop_front();
+    }
+    Sealed s;
+    {
+      std::lock_guard<std::mutex> lk(d->mu);
+      if (d->uploading || d->sealed.empty()) continue;
+      d->uploading = true;
+      s = d->sealed.front();
+    }
+    std::map<std::string, std::string> meta = {
+        {"tenantwal-min-txid", std::to_string(s.min_txid)},
+        {"tenantwal-max-txid", std::to_string(s.max_txid)},
+        {"tenantwal-commit-us", std::to_string(s.last_commit_us)}};
+    Status st = store_->PutFile(s.key, s.path, meta);
+    bool more = false;
+    {
+      std::lock_guard<std::mutex> lk(d->mu);
+      d->uploading = false;
+      if (st.ok()) {
+        unlink(s.path.c_str());
+        if (!d->sealed.empty() && d->sealed.front().path == s.path) d->sealed.pop_front();
+        d->durable_txid = std::max(d->durable_txid, s.max_txid);
+        d->durable_commit_us = s.last_commit_us;
+        d->bytes_uploaded += s.bytes;
+        d->failures = 0;
+        d->last_error.clear();
+        Log(Level::kDebug, "segment uploaded",
+            {{"tenant", d->tenant}, {"db", d->name}, {"key", s.key}, {"bytes", s.bytes}});
+      } else {
+        ++d->failures;
+        d->last_error = "upload " + s.key + ": " + st.ToString();
+        Log(Level::kError, "segment upload failed; will retry",
+            {{"tenant", d->tenant}, {"db", d->name}, {"key", s.key}, {"error", st.ToString()}});
+      }
+      PublishSlot(d.get());
+      more = !d->sealed.empty();
+    }
+    if (!st.ok()) usleep(useconds_t(std::min(5000000, 200000 * (1 << std::min(d->failures, 5)))));
+    if (more) {
+      std::lock_guard<std::mutex> lk(mu_);
+      upload_q_.push_back(d);
+      cv_.notify_all();
+    }
+  }
+}
+
+// ---- snapshots ---------------------------------------------------------------
+
+void Replicator::SnapshotLoop() {
+  while (!stop_) {
+    std::shared_ptr<Db> d;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait_for(lk, std::chrono::milliseconds(500),
+                   [&] { return stop_ || !snapshot_q_.empty(); });
+      if (stop_) return;
+      if (snapshot_q_.empty()) continue;
+      d = snapshot_q_.front();
+      snapshot_q_.pop_front();
+    }
+    {
+      std::lock_guard<std::mutex> lk(d->mu);
+      if (d->phase != Phase::kNeedSnapshot) continue;
+      if (tw::ring::NowMicros() < d->next_attempt_us) {
+        std::lock_guard<std::mutex> g(mu_);
+        snapshot_q_.push_back(d);
+      } else {
+        d->phase = Phase::kSnapshotting;
+        d->pending.clear();
+        d->pending_bytes = 0;
+        d->partial.reset();
+        PublishSlot(d.get());
+      }
+      if (d->phase != Phase::kSnapshotting) {
+        usleep(50000);
+        continue;
+      }
+    }
+    // Wait for earlier segments of this database to finish uploading, so
+    // that the new generation never races the old one.
+    for (int i = 0; i < 600 && !stop_; ++i) {
+      std::lock_guard<std::mutex> lk(d->mu);
+      if (!d->uploading) break;
+      usleep(10000);
+    }
+    Status st = TakeSnapshot(d);
+    if (!st.ok()) {
+      std::lock_guard<std::mutex> lk(d->mu);
+      ++d->failures;
+      d->last_error = "snapshot: " + st.ToString();
+      int64_t backoff = std::min<int64_t>(30000000, 500000LL << std::min(d->failures, 6));
+      d->next_attempt_us = tw::ring::NowMicros() + backoff;
+      Log(st.code() == tw::Status::kBusy ? Level::kInfo : Level::kError,
+          "snapshot failed; will retry",
+          {{"tenant", d->tenant}, {"db", d->name}, {"error", st.ToString()},
+           {"retryInMs", backoff / 1000}});
+      if (d->phase == Phase::kSnapshotting) d->phase = Phase::kNeedSnapshot;
+      if (d->phase == Phase::kNeedSnapshot) {
+        std::lock_guard<std::mutex> g(mu_);
+        snapshot_q_.push_back(d);
+      }
+      PublishSlot(d.get());
+    }
+  }
+}
+
+}  // namespace twd
+
+namespace twd {
+
+std::vector<Replicator::DbView> Replicator::Databases() {
+  std::vector<std::shared_ptr<Db>> dbs;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& kv : dbs_) dbs.push_back(kv.second);
+  }
+  std::vector<DbView> out;
+  out.reserve(dbs.size());
+  const int64_t now = tw::ring::NowMicros();
+  for (auto& d : dbs) {
+    tw::ring::Slot* s = ring_->slot(d->slot);
+    std::lock_guard<std::mutex> lk(d->mu);
+    DbView v;
+    v.tenant = d->phase == Phase::kNotReplicated ? "" : d->tenant;
+    v.db = d->name;
+    v.path = d->path;
+    v.phase = PhaseName(d->phase);
+    v.generation = d->generation;
+    v.last_error = d->last_error;
+    v.txid = s->txid;
+    v.replicated_txid = d->durable_txid;
+    v.bytes = d->bytes_uploaded;
+    v.snapshots = d->snapshots;
+    v.pending_bytes = d->pending_bytes;
+    for (auto& x : d->sealed) v.pending_bytes += x.bytes;
+    v.created_us = d->created_us;
+    v.last_snapshot_us = d->last_snapshot_us;
+    int64_t since = s->pending_since_us.load();
+    v.lag_ms = (v.replicated_txid < v.txid && since > 0) ? (now - since) / 1000 : 0;
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace twd

@@ -1,0 +1,159 @@
+// tenantwald: the replicator core.
+//
+// The path of one frame (docs/ARCHITECTURE.md):
+//   ring record (kTxn chunks)      Consumer thread: ConsumeLoop -> OnTxnChunk
+//   -> Db::pending (whole txns)    Flusher thread: every tick, SealLocked when
+//                                  the sync interval elapsed or the batch is big
+//   -> spool file (.twseg)         SegmentWriter, DbChecksum kept per page
+//   -> S3 object                   Uploader threads: PutFile, then
+//                                  replicated_txid is published to the slot
+// Snapshots (first sight, or whenever continuity is in doubt) are taken by
+// snapshot workers (snapshot.cc) without holding SQLite's write lock while
+// copying; until a snapshot is durable, a database's transactions wait in
+// memory (bounded) and are trimmed to those after the snapshot's txid.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status.h"
+#include "store/format.h"
+#include "store/object_store.h"
+#include "walring/ring.h"
+#include "walring/wal.h"
+
+namespace twd {
+
+struct Options {
+  std::string root;                 // --root
+  std::string replica_url;          // --replica
+  std::string api_addr;             // --api host:port ("" = off)
+  std::string spool_dir;            // --spool (default {root}/.tenantwal/spool)
+  std::string ring_name;            // --ring / TENANTWAL_RING
+  int64_t sync_interval_us = 1000000;   // --sync-interval
+  uint64_t segment_max_bytes = 16ull << 20;  // seal a batch at this size
+  uint64_t pending_max_bytes = 256ull << 20; // per db, while snapshotting
+  int uploaders = 4;
+  int snapshotters = 2;
+  int zstd_level = 3;
+  tw::ring::Options ring;           // used if tenantwald creates the ring
+  tw::StoreOptions store;
+};
+
+// One committed transaction, as received from the ring.
+struct Txn {
+  uint64_t txid = 0;
+  int64_t commit_us = 0;
+  uint32_t db_pages = 0;
+  uint32_t page_size = 0;
+  tw::WalPosition wal;
+  std::vector<uint32_t> pgnos;
+  std::string pages;  // pgnos.size() * page_size bytes
+};
+
+// A sealed segment file in the spool, waiting for upload.
+struct Sealed {
+  std::string path, key;
+  uint64_t min_txid = 0, max_txid = 0;
+  uint64_t bytes = 0;
+  int64_t last_commit_us = 0;
+};
+
+enum class Phase { kNeedSnapshot, kSnapshotting, kActive, kDeleted, kNotReplicated };
+const char* PhaseName(Phase p);
+
+struct Db {
+  std::mutex mu;
+  uint32_t slot = 0;
+  std::string tenant, name, path;
+  Phase phase = Phase::kNeedSnapshot;
+  int64_t created_us = 0;
+  // Lineage, valid when kActive.
+  std::string generation;
+  uint32_t page_size = 0;
+  uint32_t db_pages = 0;
+  std::vector<uint64_t> page_crc;   // PageChecksum of each page at last_txid
+  uint64_t checksum = 0;            // DbChecksum at last_txid
+  uint64_t last_txid = 0;           // last txid in the snapshot or a sealed segment
+  // Received, not yet sealed.
+  std::deque<Txn> pending;
+  uint64_t pending_bytes = 0;
+  int64_t pending_since_us = 0;     // arrival of the oldest pending txn
+  std::unique_ptr<Txn> partial;     // a transaction whose chunks are arriving
+  uint64_t snapshot_floor = 0;      // kResync records at or below are stale
+  // Sealed, waiting for upload (in order; one upload at a time).
+  std::deque<Sealed> sealed;
+  bool uploading = false;
+  uint64_t durable_txid = 0;
+  int64_t durable_commit_us = 0;
+  uint64_t bytes_uploaded = 0;
+  uint64_t snapshots = 0;
+  int64_t last_snapshot_us = 0;
+  int64_t next_attempt_us = 0;      // backoff for snapshots/uploads
+  int failures = 0;
+  std::string last_error;
+};
+
+class Replicator {
+ public:
+  explicit Replicator(Options o);
+  ~Replicator();
+
+  // Opens the ring (creating it if absent), the store and the spool; scans
+  // the root; starts the threads. InvalidArgument/IOError on bad setup.
+  tw::Status Start();
+  // Stops the threads after flushing what can be flushed within `grace_ms`.
+  void Stop(int grace_ms);
+
+  // ---- for the API ----
+  struct DbView {
+    std::string tenant, db, path, phase, generation, last_error;
+    uint64_t txid = 0, replicated_txid = 0, bytes = 0, snapshots = 0, pending_bytes = 0;
+    int64_t created_us = 0, lag_ms = 0, last_snapshot_us = 0;
+  };
+  std::vector<DbView> Databases();
+  const Options& options() const { return opts_; }
+  tw::ring::Ring* ring() const { return ring_.get(); }
+  int64_t started_us() const { return started_us_; }
+  std::string S3Path(const std::string& tenant, const std::string& db) const;
+  // Registers {root}/{tenant}/{db}.db-style paths found on disk.
+  void ScanRoot();
+
+ private:
+  friend class Snapshotter;
+  std::shared_ptr<Db> GetDb(uint32_t slot, bool create);
+  void ConsumeLoop();
+  void FlushLoop();
+  void UploadLoop();
+  void SnapshotLoop();
+  void OnRecord(const tw::ring::RecordHeader* r);
+  void OnTxnChunk(Db* d, const tw::ring::RecordHeader* r);
+  void NeedSnapshotLocked(Db* d, const std::string& why);
+  tw::Status SealLocked(Db* d);
+  void PublishSlot(Db* d);
+  tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);
+
+  Options opts_;
+  std::unique_ptr<tw::ring::Ring> ring_;
+  std::unique_ptr<tw::ObjectStore> store_;
+  std::atomic<bool> stop_{false};
+  int64_t started_us_ = 0;
+
+  std::mutex mu_;                                  // guards dbs_ and the queues
+  std::condition_variable cv_;
+  std::map<uint32_t, std::shared_ptr<Db>> dbs_;    // by slot index
+  std::deque<std::shared_ptr<Db>> upload_q_;       // dbs with sealed segments
+  std::deque<std::shared_ptr<Db>> snapshot_q_;     // dbs needing a snapshot
+  std::vector<std::thread> threads_;
+  uint64_t seq_ = 0;
+};
+
+}  // namespace twd

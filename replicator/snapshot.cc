@@ -1,0 +1,302 @@
+// tenantwald: taking a snapshot of a live database.
+//
+// A snapshot must be the database *exactly* after some txid S, so that the
+// transactions the capture publishes after S continue it, and it must not
+// hold SQLite's write lock while it copies. The procedure:
+//
+//  1. Connection A: BEGIN IMMEDIATE (takes the WAL write lock: no commit can
+//     happen, and every earlier committer has published and released).
+//  2. Under the slot mutex, read the wal-index header from the -shm file.
+//     If the capture cursor is exactly at its mxFrame, S = the slot's txid;
+//     otherwise (first sight, crashed or bypassing writer) the cursor moves
+//     to mxFrame and S = a new txid that stands for "everything up to here".
+//     The slot's resync flag is cleared: the doubt is resolved at S.
+//  3. Connection B (read-only): BEGIN and read, pinning a read transaction
+//     at exactly S. Then A rolls back: writers continue at once.
+//  4. Copy pages 1..nPage: from the WAL (the newest frame of each page up to
+//     mxFrame) or else from the database file. A checkpoint can only copy
+//     frames B's read mark allows, i.e. frames of this same state, and the
+//     WAL cannot restart while B reads, so the copy is consistent without
+//     any lock held against writers.
+//  5. Stream the pages into a SnapshotWriter (zstd) in the spool, upload,
+//     and hand the page checksums to the segment path.
+// Both connections disable checkpoint-on-close, so the replicator never
+// checkpoints or deletes a WAL behind the capture's back.
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <unordered_map>
+
+#include "log.h"
+#include "replicator.h"
+
+namespace twd {
+
+using tw::Status;
+
+namespace {
+
+struct Conn {
+  sqlite3* db = nullptr;
+  ~Conn() {
+    if (db) sqlite3_close_v2(db);
+  }
+};
+
+Status OpenConn(const std::string& path, bool readonly, Conn* c) {
+  int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
+  int rc = sqlite3_open_v2(path.c_str(), &c->db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string m = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc);
+    if (rc == SQLITE_CANTOPEN) return Status::NotFound("open " + path + ": " + m);
+    return Status::IOError("open " + path + ": " + m);
+  }
+  sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  sqlite3_busy_timeout(c->db, 2000);
+  return Status::OK();
+}
+
+Status Exec(Conn* c, const char* sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(c->db, sql, nullptr, nullptr, &err);
+  std::string m = err ? err : "";
+  sqlite3_free(err);
+  if (rc == SQLITE_OK) return Status::OK();
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
+    return Status::Busy(std::string(sql) + ": " + m);
+  }
+  return Status::IOError(std::string(sql) + ": " + m);
+}
+
+long PRead(int fd, void* buf, size_t n, uint64_t off) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = pread(fd, static_cast<char*>(buf) + got, n - got, off_t(off + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (r == 0) break;
+    got += size_t(r);
+  }
+  return long(got);
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+}  // namespace
+
+Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
+  const int64_t t0 = tw::ring::NowMicros();
+  struct stat st;
+  if (stat(d->path.c_str(), &st) != 0) {
+    return Status::NotFound("database file " + d->path + " is missing");
+  }
+  Conn a, b;
+  TW_RETURN_IF_ERROR(OpenConn(d->path, false, &a));
+  TW_RETURN_IF_ERROR(Exec(&a, "BEGIN IMMEDIATE"));
+
+  // Step 2: fix S under the write lock and the slot mutex.
+  tw::ring::Slot* s = ring_->slot(d->slot);
+  bool died = false;
+  TW_RETURN_IF_ERROR(ring_->LockSlot(s, false, &died));
+  tw::wal::IndexHeader ih;
+  bool wal = false;
+  {
+    Fd shm;
+    shm.fd = open((d->path + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
+    uint8_t buf[2 * sizeof(tw::wal::IndexHeader)];
+    if (shm.fd >= 0 && PRead(shm.fd, buf, sizeof buf, 0) == long(sizeof buf)) {
+      wal = tw::wal::ReadIndexHeader(buf, &ih);
+    }
+  }
+  uint64_t S;
+  uint32_t page_size = 0, n_pages = 0;
+  tw::WalPosition pos;
+  if (wal) {
+    const bool same = (s->cursor_valid == 1 && s->salt1 == ih.aSalt[0] &&
+                       s->salt2 == ih.aSalt[1] && s->frame == ih.mxFrame) ||
+                      (s->cursor_valid == 2 && ih.mxFrame == 0);
+    if (same && !died) {
+      S = s->txid;
+    } else {
+      S = ++s->txid;
+      if (ih.mxFrame == 0) {
+        s->cursor_valid = 2;
+      } else {
+        s->salt1 = ih.aSalt[0];
+        s->salt2 = ih.aSalt[1];
+        s->frame = ih.mxFrame;
+        s->cksum1 = ih.aFrameCksum[0];
+        s->cksum2 = ih.aFrameCksum[1];
+        s->cursor_valid = 1;
+      }
+    }
+    page_size = ih.szPage == 1 ? 65536 : ih.szPage;
+    n_pages = ih.nPage;
+    pos = {ih.aSalt[0], ih.aSalt[1], ih.mxFrame, ih.aFrameCksum[0], ih.aFrameCksum[1]};
+  } else {
+    S = s->txid;
+    if (s->cursor_valid == 0) s->cursor_valid = 2;
+  }
+  s->resync.store(0, std::memory_order_release);
+  s->snapshot_txid.store(S, std::memory_order_release);
+  const int64_t commit_us = s->last_commit_us.load();
+  ring_->UnlockSlot(s);
+
+  // Step 3: pin a read transaction at S, then let writers go.
+  Status rs = OpenConn(d->path, true, &b);
+  if (rs.ok()) rs = Exec(&b, "BEGIN; SELECT count(*) FROM sqlite_master;");
+  Exec(&a, "ROLLBACK");
+  sqlite3_close_v2(a.db);
+  a.db = nullptr;
+  TW_RETURN_IF_ERROR(rs);
+
+  Fd dbf;
+  dbf.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (dbf.fd < 0) return Status::IOError("open " + d->path + ": " + strerror(errno));
+  if (!wal) {
+    // Rollback-journal database (or no WAL yet): the header describes it
+    // (SQLite file format, section 1.3: page size at 16, size at 28, valid
+    // when the version-valid-for number at 92 equals the change counter at 24).
+    uint8_t h[100];
+    if (PRead(dbf.fd, h, sizeof h, 0) != long(sizeof h)) {
+      return Status::NotFound("database " + d->path + " is empty (nothing to snapshot yet)");
+    }
+    uint32_t ps = (uint32_t(h[16]) << 8) | h[17];
+    page_size = ps == 1 ? 65536 : ps;
+    if (!tw::wal::ValidPageSize(page_size)) return Status::Corruption("bad page size in header");
+    uint32_t hdr_pages = tw::wal::GetBE32(h + 28);
+    bool valid = std::memcmp(h + 92, h + 24, 4) == 0 && hdr_pages > 0;
+    struct stat fs;
+    fstat(dbf.fd, &fs);
+    n_pages = valid ? hdr_pages : uint32_t(uint64_t(fs.st_size) / page_size);
+  }
+  if (!tw::wal::ValidPageSize(page_size)) return Status::Corruption("bad page size");
+
+  // Step 4: the WAL overlay (newest frame of each page up to mxFrame).
+  std::unordered_map<uint32_t, uint64_t> overlay;
+  Fd walf;
+  if (wal && ih.mxFrame > 0) {
+    walf.fd = open((d->path + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
+    if (walf.fd < 0) return Status::IOError("open WAL: " + std::string(strerror(errno)));
+    uint8_t hb[tw::wal::kHeaderSize];
+    tw::wal::Header wh;
+    if (PRead(walf.fd, hb, sizeof hb, 0) != long(sizeof hb) || !tw::wal::ParseHeader(hb, &wh) ||
+        wh.salt1 != ih.aSalt[0] || wh.salt2 != ih.aSalt[1]) {
+      return Status::Corruption("WAL header does not match the wal-index");
+    }
+    tw::wal::Cursor from{wh.salt1, wh.salt2, 0, wh.cksum1, wh.cksum2};
+    uint32_t reached = 0;
+    tw::wal::Scan(
+        wh, from, ih.mxFrame,
+        [&](void* buf, size_t n, uint64_t off) { return PRead(walf.fd, buf, n, off); },
+        [&](const tw::wal::Txn& t) {
+          for (size_t i = 0; i < t.pgnos.size(); ++i) overlay[t.pgnos[i]] = t.page_offsets[i];
+          reached = t.end.frame;
+          return true;
+        });
+    if (reached != ih.mxFrame) {
+      return Status::Corruption("WAL chain ends at frame " + std::to_string(reached) +
+                                " but the wal-index says " + std::to_string(ih.mxFrame));
+    }
+  }
+
+  // Step 5: stream into the spool, then upload.
+  tw::SnapshotHeader sh;
+  sh.tenant = d->tenant;
+  sh.db = d->name;
+  sh.generation = tw::NewGenerationId();
+  {
+    std::lock_guard<std::mutex> lk(d->mu);
+    sh.parent_generation = d->generation;
+  }
+  sh.txid = S;
+  sh.page_size = page_size;
+  sh.commit_us = commit_us > 0 ? commit_us : t0;
+  sh.created_us = t0;
+  sh.wal = pos;
+  const std::string spool = opts_.spool_dir + "/" + sh.generation + ".twsnap";
+  tw::SnapshotWriter w;
+  TW_RETURN_IF_ERROR(w.Open(spool, sh, opts_.zstd_level));
+  std::vector<uint8_t> page(page_size);
+  std::vector<uint64_t> crc;
+  crc.reserve(n_pages);
+  uint64_t checksum = 0;
+  Status ws;
+  for (uint32_t p = 1; p <= n_pages && ws.ok(); ++p) {
+    auto it = overlay.find(p);
+    long got = it != overlay.end() ? PRead(walf.fd, page.data(), page_size, it->second)
+                                   : PRead(dbf.fd, page.data(), page_size,
+                                           uint64_t(p - 1) * page_size);
+    if (got < 0) {
+      ws = Status::IOError("read page " + std::to_string(p) + ": " + strerror(errno));
+      break;
+    }
+    if (size_t(got) < page_size) std::memset(page.data() + got, 0, page_size - size_t(got));
+    uint64_t c = tw::PageChecksum(p, page.data(), page_size);
+    crc.push_back(c);
+    checksum ^= c;
+    ws = w.AddPage(page.data());
+  }
+  uint64_t bytes = 0;
+  if (ws.ok()) ws = w.Finish(false, &bytes);
+  if (!ws.ok()) {
+    w.Abandon();
+    return ws;
+  }
+  sqlite3_close_v2(b.db);  // release the read transaction before uploading
+  b.db = nullptr;
+  const std::string key = tw::SnapshotKey(d->tenant, d->name, sh.generation, S);
+  Status us = store_->PutFile(key, spool,
+                              {{"tenantwal-txid", std::to_string(S)},
+                               {"tenantwal-commit-us", std::to_string(sh.commit_us)}});
+  unlink(spool.c_str());
+  if (!us.ok()) return us.Prefix("upload " + key);
+
+  std::lock_guard<std::mutex> lk(d->mu);
+  Log(Level::kInfo, "snapshot uploaded",
+      {{"tenant", d->tenant}, {"db", d->name}, {"generation", sh.generation},
+       {"parent", sh.parent_generation}, {"txid", S}, {"pages", n_pages}, {"bytes", bytes},
+       {"ms", (tw::ring::NowMicros() - t0) / 1000}});
+  if (d->phase != Phase::kSnapshotting) return Status::OK();  // superseded meanwhile
+  d->generation = sh.generation;
+  d->page_size = page_size;
+  d->db_pages = n_pages;
+  d->page_crc = std::move(crc);
+  d->checksum = checksum;
+  d->last_txid = S;
+  d->durable_txid = S;
+  d->durable_commit_us = sh.commit_us;
+  d->snapshot_floor = S;
+  d->snapshots++;
+  d->bytes_uploaded += bytes;
+  d->last_snapshot_us = tw::ring::NowMicros();
+  d->failures = 0;
+  d->last_error.clear();
+  d->phase = Phase::kActive;
+  while (!d->pending.empty() && d->pending.front().txid <= S) {
+    d->pending_bytes -= d->pending.front().pages.size();
+    d->pending.pop_front();
+  }
+  if (!d->pending.empty()) {
+    if (d->pending.front().txid != S + 1) {
+      NeedSnapshotLocked(d.get(), "gap after snapshot");
+    } else {
+      d->pending_since_us = tw::ring::NowMicros();
+    }
+  }
+  if (d->partial && d->partial->txid <= S) d->partial.reset();
+  PublishSlot(d.get());
+  return Status::OK();
+}
+
+}  // namespace twd
