@@ -86,7 +86,7 @@ ZstdFileSink::~ZstdFileSink() {
 
 Status ZstdFileSink::Open(const std::string& path, size_t header_size, int level) {
   path_ = path;
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) return Errno("create", path);
   std::vector<uint8_t> zeros(header_size, 0);
   TW_RETURN_IF_ERROR(PwriteFull(fd_, zeros.data(), zeros.size(), 0, path_));

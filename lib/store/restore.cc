@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
+#include <stdexcept>
 #include <tuple>
 
 namespace tw {
@@ -199,13 +201,24 @@ Status PlanRestore(const CatalogDatabase& catalog, uint64_t target, const std::s
 
 namespace {
 
+// How many pages one transaction may add to the database without carrying
+// them (they read as zeros). SQLite never writes the lock-byte page (the page
+// holding byte offset 2^30; File Format section 1.3), so a transaction that
+// crosses 1 GiB legitimately leaves one hole; anything far beyond that is a
+// damaged or hostile object, refused before memory or time is spent on it.
+constexpr uint64_t kMaxUnwrittenGrowth = 64;
+
 // The database being rebuilt: the output file plus its running checksum.
 class Rebuild {
  public:
   Rebuild(int fd, std::string path, uint32_t page_size)
       : fd_(fd), path_(std::move(path)), page_size_(page_size), sum_(page_size) {}
 
+  // Starts a transaction (for the growth bound).
+  void BeginTxn() { unwritten_ = 0; }
+
   Status WritePage(uint32_t pgno, const uint8_t* page) {
+    if (pgno > sum_.pages()) TW_RETURN_IF_ERROR(Grow(pgno - 1));
     TW_RETURN_IF_ERROR(
         PwriteAll(fd_, page, page_size_, static_cast<uint64_t>(pgno - 1) * page_size_, path_));
     sum_.SetPage(pgno, page);
@@ -213,6 +226,7 @@ class Rebuild {
   }
   // Sets the database size (file and checksum) to `pages` pages.
   Status Resize(uint32_t pages) {
+    if (pages > sum_.pages()) TW_RETURN_IF_ERROR(Grow(pages));
     if (::ftruncate(fd_, static_cast<off_t>(static_cast<uint64_t>(pages) * page_size_)) != 0)
       return Status::IOError(Errno("truncate", path_));
     sum_.Resize(pages);
@@ -222,6 +236,17 @@ class Rebuild {
   uint32_t pages() const { return sum_.pages(); }
 
  private:
+  // Adds zero pages up to `pages`, within kMaxUnwrittenGrowth per txn.
+  Status Grow(uint32_t pages) {
+    unwritten_ += pages - sum_.pages();
+    if (unwritten_ > kMaxUnwrittenGrowth)
+      return Status::Corruption("transaction grows the database by " + std::to_string(unwritten_) +
+                                " pages it does not contain");
+    sum_.Resize(pages);
+    return Status::OK();
+  }
+
+  uint64_t unwritten_ = 0;
   int fd_;
   std::string path_;
   uint32_t page_size_;
@@ -259,8 +284,10 @@ Status ApplySegment(SegmentReader* reader, uint64_t target, Rebuild* db, uint64_
         }
         cur = t;
         have_txn = true;
-        // Shrink/grow first: every page of the txn lies within db_pages_after.
-        err = db->Resize(t.db_pages_after);
+        db->BeginTxn();
+        // Shrink first (pages beyond db_pages_after are gone); growth happens
+        // as pages arrive and at the end of the transaction.
+        if (t.db_pages_after < db->pages()) err = db->Resize(t.db_pages_after);
         return err.ok();
       },
       [&](uint32_t pgno, const uint8_t* page) {
@@ -273,10 +300,7 @@ Status ApplySegment(SegmentReader* reader, uint64_t target, Rebuild* db, uint64_
   return Status::OK();
 }
 
-}  // namespace
-
-Status Restore(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result) {
-  *result = RestoreResult();
+Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result) {
   if (!ValidName(opt.tenant)) return Status::InvalidArgument("invalid tenant name");
   if (!ValidName(opt.db)) return Status::InvalidArgument("invalid database name");
   if (!opt.generation.empty() && !IsGenerationId(opt.generation))
@@ -319,6 +343,7 @@ Status Restore(ObjectStore* store, const RestoreOptions& opt, RestoreResult* res
                               " generation " + sh.generation + " txid " + std::to_string(sh.txid) +
                               ") does not match its key");
   Rebuild db(tmp.fd, db_tmp, sh.page_size);
+  db.BeginTxn();
   Status werr;
   Status s = sr.ForEach([&](uint32_t pgno, const uint8_t* page) {
     werr = db.WritePage(pgno, page);
@@ -409,6 +434,19 @@ Status Restore(ObjectStore* store, const RestoreOptions& opt, RestoreResult* res
   result->pages = db.pages();
   result->checksum = db.checksum();
   return Status::OK();
+}
+
+}  // namespace
+
+Status Restore(ObjectStore* store, const RestoreOptions& options, RestoreResult* result) {
+  *result = RestoreResult();
+  try {
+    return RestoreImpl(store, options, result);
+  } catch (const std::bad_alloc&) {
+    return Status::NoSpace("restore: out of memory");
+  } catch (const std::exception& e) {
+    return Status::IOError(std::string("restore: ") + e.what());
+  }
 }
 
 }  // namespace tw
