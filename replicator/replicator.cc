@@ -249,9 +249,10 @@ void Replicator::OnRecord(const tw::ring::RecordHeader* r) {
       }
       break;
     case tw::ring::kResync:
-      // The record is a wake-up; the slot's flag is the truth (a snapshot
-      // clears it when it fixes its txid, so stale records are ignored).
-      if (s->resync.load(std::memory_order_acquire)) {
+      // The record is a wake-up; the slot's flag is the truth. A snapshot in
+      // progress clears it when it fixes its txid, and checks it again when
+      // it completes, so records that arrive meanwhile are not needed.
+      if (d->phase == Phase::kActive && s->resync.load(std::memory_order_acquire)) {
         NeedSnapshotLocked(d.get(), "capture reported: " + Ring::ReadError(s));
       }
       break;
@@ -341,6 +342,7 @@ void Replicator::NeedSnapshotLocked(Db* d, const std::string& why) {
   d->pending_bytes = 0;
   d->partial.reset();
   if (d->phase == Phase::kNeedSnapshot) return;
+  ++d->snapshot_epoch;  // a snapshot in progress no longer applies
   Log(Level::kWarn, "continuity in doubt: new snapshot",
       {{"tenant", d->tenant}, {"db", d->name}, {"reason", why}});
   d->phase = Phase::kNeedSnapshot;

@@ -88,7 +88,8 @@ struct Db {
   uint64_t pending_bytes = 0;
   int64_t pending_since_us = 0;     // arrival of the oldest pending txn
   std::unique_ptr<Txn> partial;     // a transaction whose chunks are arriving
-  uint64_t snapshot_floor = 0;      // kResync records at or below are stale
+  uint64_t snapshot_epoch = 0;      // bumped whenever a new snapshot is needed;
+                                    // a snapshot applies only if unchanged
   // Sealed, waiting for upload (in order; one upload at a time).
   std::deque<Sealed> sealed;
   bool uploading = false;

@@ -96,6 +96,11 @@ struct Fd {
 
 Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   const int64_t t0 = tw::ring::NowMicros();
+  uint64_t epoch;
+  {
+    std::lock_guard<std::mutex> lk(d->mu);
+    epoch = d->snapshot_epoch;
+  }
   struct stat st;
   if (stat(d->path.c_str(), &st) != 0) {
     return Status::NotFound("database file " + d->path + " is missing");
@@ -255,6 +260,13 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   }
   sqlite3_close_v2(b.db);  // release the read transaction before uploading
   b.db = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(d->mu);
+    if (d->snapshot_epoch != epoch) {  // superseded: do not publish a dead end
+      unlink(spool.c_str());
+      return Status::OK();
+    }
+  }
   const std::string key = tw::SnapshotKey(d->tenant, d->name, sh.generation, S);
   Status us = store_->PutFile(key, spool,
                               {{"tenantwal-txid", std::to_string(S)},
@@ -267,7 +279,9 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
       {{"tenant", d->tenant}, {"db", d->name}, {"generation", sh.generation},
        {"parent", sh.parent_generation}, {"txid", S}, {"pages", n_pages}, {"bytes", bytes},
        {"ms", (tw::ring::NowMicros() - t0) / 1000}});
-  if (d->phase != Phase::kSnapshotting) return Status::OK();  // superseded meanwhile
+  if (d->phase != Phase::kSnapshotting || d->snapshot_epoch != epoch) {
+    return Status::OK();  // superseded meanwhile: a newer snapshot is queued
+  }
   d->generation = sh.generation;
   d->page_size = page_size;
   d->db_pages = n_pages;
@@ -276,7 +290,6 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   d->last_txid = S;
   d->durable_txid = S;
   d->durable_commit_us = sh.commit_us;
-  d->snapshot_floor = S;
   d->snapshots++;
   d->bytes_uploaded += bytes;
   d->last_snapshot_us = tw::ring::NowMicros();
@@ -295,6 +308,9 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     }
   }
   if (d->partial && d->partial->txid <= S) d->partial.reset();
+  if (s->resync.load(std::memory_order_acquire)) {
+    NeedSnapshotLocked(d.get(), "capture reported: " + tw::ring::Ring::ReadError(s));
+  }
   PublishSlot(d.get());
   return Status::OK();
 }
