@@ -122,11 +122,12 @@ struct alignas(64) Slot {
 static_assert(sizeof(Slot) <= kSlotBytes, "slot fits");
 
 enum RecordType : uint16_t {
-  kPad = 0,       // filler to the end of the buffer
+  kNone = 0,      // reserved but never typed: consumed and ignored
   kRegister = 1,  // a database was opened (slot has its names and path)
   kTxn = 2,       // pages of a committed transaction (one or more chunks)
   kResync = 3,    // the producer lost continuity: take a snapshot
   kDelete = 4,    // the database file was deleted through the VFS
+  kPad = 5,       // filler to the end of the buffer (skipped by Peek)
 };
 
 enum RecordFlags : uint16_t {
