@@ -156,9 +156,9 @@ struct S3Store::Call {
   bool missing_key_ok = false;      // DELETE: 404 NoSuchKey is success
 
   // Request body: memory (`body_mem`) or a file read with pread (`body_fd`).
-  bool has_body = false;
   std::string_view body_mem;
   int body_fd = -1;
+  std::string body_path;  // for messages
   uint64_t body_size = 0;
   std::string payload_sha256 = sigv4::kEmptySha256;
 
@@ -237,7 +237,7 @@ size_t S3Store::Call::Read(char* buf, size_t size, size_t nitems, void* user) no
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
       c->local_errno = r < 0 ? errno : EIO;
-      c->local_what = r < 0 ? "read " + c->out_path : "file shrank during upload";
+      c->local_what = r < 0 ? "read " + c->body_path : c->body_path + " shrank during upload";
       return CURL_READFUNC_ABORT;
     }
     c->read_off += static_cast<uint64_t>(r);
@@ -573,7 +573,6 @@ Status S3Store::Put(const std::string& key, std::string_view data,
   c.path = ObjectPath(full);
   c.what = "PUT " + Describe(full);
   for (const auto& [name, value] : metadata) c.extra_headers.emplace_back("x-amz-meta-" + name, value);
-  c.has_body = true;
   c.body_mem = data;
   c.body_size = data.size();
   c.payload_sha256 = sigv4::Sha256Hex(data);
@@ -593,9 +592,8 @@ Status S3Store::PutFile(const std::string& key, const std::string& path,
   c.path = ObjectPath(full);
   c.what = "PUT " + Describe(full);
   for (const auto& [name, value] : metadata) c.extra_headers.emplace_back("x-amz-meta-" + name, value);
-  c.has_body = true;
   c.body_fd = fd;
-  c.out_path = path;  // for read-error messages
+  c.body_path = path;
   Status s = HashFile(fd, path, &c.body_size, &c.payload_sha256);
   if (s.ok()) s = Execute(&c);
   ::close(fd);
