@@ -39,13 +39,17 @@ def test():
                f"{os.path.getsize(d.db_path(t, db))} bytes)")
     d.start()
 
-    # Initial snapshot, before any VFS client touched the files.
-    entries = d.wait_caught_up(DBS, timeout=120)
-    tw.check(all(e.get("txid", 0) > 0 for e in entries.values()),
+    # Initial snapshot, before any VFS client touched the files. Such a
+    # database may be at txid 0 (no transaction through the VFS yet): wait for
+    # it to be listed with replicatedTxid == txid and its snapshot in the bucket.
+    entries = d.wait_caught_up(DBS, timeout=120, allow_zero=True)
+    tw.check(all(entries.values()),
              "the daemon found both pre-existing databases at start: " + ", ".join(
-                 f"{t}/{db} txid {e['txid']}" for (t, db), e in entries.items()))
+                 f"{t}/{db} txid {e['txid']} ({e.get('status')})"
+                 for (t, db), e in entries.items()))
+    keys = tw.wait_for_objects(d, DBS, "snapshots", timeout=60)
     for t, db in DBS:
-        snaps, _ = tw.check_layout(d, t, db)
+        snaps, _ = tw.check_layout(d, t, db, keys)
         tw.check(snaps, f"{t}/{db}: initial snapshot in the bucket ({len(snaps)} object(s))")
     outdir = tw.tempdir("existing-restore")
     for t, db in DBS:

@@ -263,8 +263,12 @@ class Daemon:
                 return e
         return None
 
-    def wait_caught_up(self, dbs, timeout=120, min_txid=None, stable_polls=2):
+    def wait_caught_up(self, dbs, timeout=120, min_txid=None, stable_polls=2,
+                       allow_zero=False):
         """Wait until every (tenant, db) has txid > 0 and replicatedTxid == txid.
+
+        allow_zero: also accept txid == 0 (a database known only from its
+        initial snapshot, before any transaction through the VFS).
 
         min_txid: optional {(tenant, db): txid} the daemon's txid must reach
         (e.g. local_txid seen by the writers). The condition must hold on
@@ -294,8 +298,8 @@ class Daemon:
                         continue
                     txid, rep = e.get("txid", 0), e.get("replicatedTxid", 0)
                     txids[(t, d)] = txid
-                    want = min_txid.get((t, d), 1)
-                    if not (txid and txid >= want and rep == txid):
+                    want = min_txid.get((t, d), 0 if allow_zero else 1)
+                    if not (txid >= want and rep == txid):
                         lagging.append(f"{t}/{d}: txid={txid} (want >= {want}) "
                                        f"replicatedTxid={rep} lagMs={e.get('lagMs')} "
                                        f"status={e.get('status')} "
@@ -574,6 +578,22 @@ def list_objects(s3_url):
         if len(parts) == 4:
             keys.append((parts[3], int(parts[2])))
     return keys
+
+
+def wait_for_objects(daemon, dbs, kind="snapshots", timeout=60):
+    """Poll the bucket until every (tenant, db) has an object under KIND/."""
+    deadline = time.monotonic() + timeout
+    while True:
+        keys = list_objects(daemon.replica)
+        missing = [(t, d) for t, d in dbs
+                   if not check_layout(daemon, t, d, keys)[0 if kind == "snapshots" else 1]]
+        if not missing:
+            return keys
+        if time.monotonic() > deadline:
+            fail(f"no {kind}/ object within {timeout}s for "
+                 + ", ".join(f"{t}/{d}" for t, d in missing)
+                 + f"; tenantwald log tail:\n{daemon.log_tail()}")
+        time.sleep(1)
 
 
 def check_layout(daemon, tenant, db, keys=None):
