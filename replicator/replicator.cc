@@ -153,6 +153,10 @@ std::shared_ptr<Db> Replicator::GetDb(uint32_t index, bool create) {
     d->phase = Phase::kDeleted;
   } else {
     d->phase = Phase::kNeedSnapshot;
+    // A grace period before the first snapshot: an application that just
+    // created the database is setting it up (journal_mode=WAL takes an
+    // exclusive lock without a busy handler); our locks must not race it.
+    d->next_attempt_us = d->created_us + std::min<int64_t>(opts_.sync_interval_us, 1000000);
     snapshot_q_.push_back(d);
     cv_.notify_all();
     Log(Level::kInfo, "database registered",
@@ -577,9 +581,10 @@ void Replicator::SnapshotLoop() {
     Status st = TakeSnapshot(d);
     if (!st.ok()) {
       std::lock_guard<std::mutex> lk(d->mu);
-      ++d->failures;
-      d->last_error = "snapshot: " + st.ToString();
-      int64_t backoff = std::min<int64_t>(30000000, 500000LL << std::min(d->failures, 6));
+      const bool busy = st.code() == tw::Status::kBusy;
+      if (!busy) ++d->failures;
+      d->last_error = busy ? "" : "snapshot: " + st.ToString();
+      int64_t backoff = busy ? 300000 : std::min<int64_t>(30000000, 500000LL << std::min(d->failures, 6));
       d->next_attempt_us = tw::ring::NowMicros() + backoff;
       Log(st.code() == tw::Status::kBusy ? Level::kInfo : Level::kError,
           "snapshot failed; will retry",

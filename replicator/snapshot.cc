@@ -105,6 +105,12 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   if (stat(d->path.c_str(), &st) != 0) {
     return Status::NotFound("database file " + d->path + " is missing");
   }
+  if (st.st_size < 512) {
+    // Just created: the application is still setting it up (page size,
+    // journal_mode=WAL needs an exclusive lock and no busy handler waits
+    // for it), so take no lock at all and come back later.
+    return Status::Busy("database not initialized yet");
+  }
   Conn a, b;
   TW_RETURN_IF_ERROR(OpenConn(d->path, false, &a));
   TW_RETURN_IF_ERROR(Exec(&a, "BEGIN IMMEDIATE"));
@@ -168,8 +174,9 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   Fd dbf;
   dbf.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
   if (dbf.fd < 0) return Status::IOError("open " + d->path + ": " + strerror(errno));
-  if (!wal) {
-    // Rollback-journal database (or no WAL yet): the header describes it
+  if (!wal || ih.mxFrame == 0) {
+    // Rollback-journal database, or a WAL with no frames: the file alone is
+    // the database, and its header describes it
     // (SQLite file format, section 1.3: page size at 16, size at 28, valid
     // when the version-valid-for number at 92 equals the change counter at 24).
     uint8_t h[100];
