@@ -334,6 +334,7 @@ void Replicator::OnTxnChunk(Db* d, const tw::ring::RecordHeader* r) {
   if (d->pending.empty()) d->pending_since_us = tw::ring::NowMicros();
   d->pending_bytes += txn->pages.size();
   d->pending.push_back(std::move(*txn));
+  MarkDirtyLocked(d);
   if (d->phase == Phase::kSnapshotting && d->pending_bytes > opts_.pending_max_bytes) {
     NeedSnapshotLocked(d, "too many transactions while a snapshot was in progress");
   }
@@ -440,30 +441,54 @@ Status Replicator::SealLocked(Db* d) {
   return Status::OK();
 }
 
+void Replicator::MarkDirtyLocked(Db* d) {
+  if (d->in_dirty) return;
+  d->in_dirty = true;
+  std::lock_guard<std::mutex> lk(mu_);
+  dirty_.push_back(dbs_[d->slot]);
+}
+
+// Seals batches that are due: the sync interval has passed since their
+// oldest transaction arrived, they reached the size bound, or a
+// tenantwal_wait() caller asked for one of their transactions. Only
+// databases with pending transactions are visited (the dirty list), so idle
+// databases cost nothing however many there are.
 void Replicator::FlushLoop() {
-  const int64_t tick_us = std::clamp<int64_t>(opts_.sync_interval_us / 4, 5000, 250000);
+  const int64_t tick_us = std::clamp<int64_t>(opts_.sync_interval_us / 4, 2000, 10000);
   while (!stop_) {
     usleep(useconds_t(tick_us));
     std::vector<std::shared_ptr<Db>> dbs;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      dbs.reserve(dbs_.size());
-      for (auto& kv : dbs_) dbs.push_back(kv.second);
+      dbs.swap(dirty_);
     }
     const int64_t now = tw::ring::NowMicros();
+    std::vector<std::shared_ptr<Db>> keep;
     for (auto& d : dbs) {
       std::unique_lock<std::mutex> lk(d->mu);
-      if (d->phase != Phase::kActive || d->pending.empty()) continue;
-      if (now - d->pending_since_us < opts_.sync_interval_us &&
-          d->pending_bytes < opts_.segment_max_bytes) {
+      if (d->pending.empty()) {
+        d->in_dirty = false;
         continue;
       }
+      const uint64_t want = ring_->slot(d->slot)->flush_txid.load(std::memory_order_acquire);
+      const bool due = now - d->pending_since_us >= opts_.sync_interval_us ||
+                       d->pending_bytes >= opts_.segment_max_bytes ||
+                       want >= d->pending.front().txid;
+      if (d->phase != Phase::kActive || !due) {
+        keep.push_back(d);
+        continue;
+      }
+      d->in_dirty = false;
       if (SealLocked(d.get()).ok() && !d->uploading) {
         lk.unlock();
         std::lock_guard<std::mutex> g(mu_);
         upload_q_.push_back(d);
         cv_.notify_all();
       }
+    }
+    if (!keep.empty()) {
+      std::lock_guard<std::mutex> lk(mu_);
+      dirty_.insert(dirty_.end(), keep.begin(), keep.end());
     }
   }
 }

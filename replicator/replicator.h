@@ -88,6 +88,7 @@ struct Db {
   uint64_t pending_bytes = 0;
   int64_t pending_since_us = 0;     // arrival of the oldest pending txn
   std::unique_ptr<Txn> partial;     // a transaction whose chunks are arriving
+  bool in_dirty = false;            // listed in Replicator::dirty_
   uint64_t snapshot_epoch = 0;      // bumped whenever a new snapshot is needed;
                                     // a snapshot applies only if unchanged
   // Sealed, waiting for upload (in order; one upload at a time).
@@ -138,6 +139,7 @@ class Replicator {
   void OnRecord(const tw::ring::RecordHeader* r);
   void OnTxnChunk(Db* d, const tw::ring::RecordHeader* r);
   void NeedSnapshotLocked(Db* d, const std::string& why);
+  void MarkDirtyLocked(Db* d);
   tw::Status SealLocked(Db* d);
   void PublishSlot(Db* d);
   tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);
@@ -153,6 +155,7 @@ class Replicator {
   std::map<uint32_t, std::shared_ptr<Db>> dbs_;    // by slot index
   std::deque<std::shared_ptr<Db>> upload_q_;       // dbs with sealed segments
   std::deque<std::shared_ptr<Db>> snapshot_q_;     // dbs needing a snapshot
+  std::vector<std::shared_ptr<Db>> dirty_;         // dbs that may have pending txns
   std::vector<std::thread> threads_;
   uint64_t seq_ = 0;
 };

@@ -312,6 +312,7 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
       NeedSnapshotLocked(d.get(), "gap after snapshot");
     } else {
       d->pending_since_us = tw::ring::NowMicros();
+      MarkDirtyLocked(d.get());
     }
   }
   if (d->partial && d->partial->txid <= S) d->partial.reset();

@@ -28,7 +28,9 @@
 // Failure policy. Nothing here may fail or slow the application: errors
 // are recorded in the slot and turn into a resync, never into an SQLite
 // error; the ring is never waited on beyond TENANTWAL_RING_WAIT_MS (0).
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -481,6 +483,7 @@ void CaptureSync(TwFile* main, SyncReason why) {
   s->page_size = v.hdr.page_size;
   tw::wal::Cursor from{s->salt1, s->salt2, s->frame, s->cksum1, s->cksum2};
   bool dropped = false;
+  const uint64_t txid_before = s->txid;
   tw::wal::ScanEnd end = tw::wal::Scan(
       v.hdr, from, limit,
       [&](void* b, size_t n, uint64_t o) { return ReadWal(wal, b, n, o, v.size); },
@@ -491,6 +494,7 @@ void CaptureSync(TwFile* main, SyncReason why) {
         s->cksum2 = t.end.cksum2;
         return true;
       });
+  if (s->txid != txid_before) main->last_txid = s->txid;
   if (dropped) FlagResync(ring, s, "ring full: transactions dropped");
   if (limit != UINT32_MAX && s->frame != limit && end != tw::wal::ScanEnd::kLimit) {
     // The wal-index says frames up to `limit` are committed but the chain
@@ -577,6 +581,28 @@ bool CaptureRingOpen(std::string* why) {
   Ring* r = GetRing();
   if (!r) *why = g_ring_error;
   return r != nullptr;
+}
+
+bool CaptureWaitView(DbCapture* cap, uint64_t flush_txid, WaitView* out, std::string* why) {
+  Ring* ring;
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    ring = g_ring.get();
+  }
+  if (!cap || !cap->replicated || !ring) {
+    *why = cap ? cap->why_not : "not opened through the tenantwal VFS";
+    if (why->empty()) *why = "ring unavailable";
+    return false;
+  }
+  Slot* s = ring->slot(cap->slot);
+  uint64_t cur = s->flush_txid.load(std::memory_order_relaxed);
+  while (cur < flush_txid && !s->flush_txid.compare_exchange_weak(cur, flush_txid)) {
+  }
+  out->replicated_txid = s->replicated_txid.load(std::memory_order_acquire);
+  int32_t pid = ring->header()->consumer_pid.load();
+  out->consumer_alive = pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+  out->last_error = Ring::ReadError(s);
+  return true;
 }
 
 // Used by the status table.

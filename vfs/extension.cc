@@ -21,7 +21,13 @@ SQLITE_EXTENSION_INIT1
 
 namespace twvfs {
 int RegisterShim(bool make_default);
-int RegisterSqlObjects(sqlite3* db);
+
+// The extension's SQL objects, on one connection.
+int RegisterSqlObjects(sqlite3* db) {
+  int rc = RegisterStatusTable(db);
+  if (rc == SQLITE_OK) rc = RegisterWaitFunction(db);
+  return rc;
+}
 }  // namespace twvfs
 
 namespace {

@@ -29,6 +29,7 @@ struct TwFile {
   TwFile* wal;                // main db: this connection's WAL handle, if open
   TwFile* main;               // WAL: its main database handle
   volatile void* shm0;        // main db: wal-index region 0, once mapped
+  uint64_t last_txid;         // main db: last txid this connection published
 };
 
 // The VFS below the shim (the default VFS when the extension was loaded).
@@ -63,5 +64,18 @@ void CaptureDbDeleted(const char* path);
 
 // For tenantwal_status: whether the ring is open, and if not, why.
 bool CaptureRingOpen(std::string* why);
+
+// For tenantwal_wait(): the database's replication state as seen from the
+// ring. Returns false (with *why) when the database is not replicated.
+struct WaitView {
+  uint64_t replicated_txid;
+  bool consumer_alive;
+  std::string last_error;
+};
+bool CaptureWaitView(DbCapture* cap, uint64_t flush_txid, WaitView* out, std::string* why);
+
+// SQL objects (one file each).
+int RegisterStatusTable(sqlite3* db);
+int RegisterWaitFunction(sqlite3* db);
 
 }  // namespace twvfs

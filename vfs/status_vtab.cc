@@ -169,7 +169,7 @@ sqlite3_module g_module;
 
 }  // namespace
 
-int RegisterSqlObjects(sqlite3* db) {
+int RegisterStatusTable(sqlite3* db) {
   std::memset(&g_module, 0, sizeof g_module);
   g_module.iVersion = 0;
   g_module.xCreate = nullptr;  // eponymous-only

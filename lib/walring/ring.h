@@ -115,6 +115,7 @@ struct alignas(64) Slot {
   std::atomic<uint64_t> pending_bytes;
   std::atomic<int64_t> last_snapshot_us;
   std::atomic<int64_t> pending_since_us; // commit time of the oldest txn not yet durable (0: none)
+  std::atomic<uint64_t> flush_txid;   // a tenantwal_wait() caller wants this txid durable now
   std::atomic<uint32_t> error_seq;    // odd while last_error is being written
   char last_error[kErrorBytes];
   char generation[24];
