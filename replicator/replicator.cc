@@ -11,6 +11,7 @@
 
 #include "base/names.h"
 #include "log.h"
+#include "state_file.h"
 
 namespace twd {
 
@@ -128,6 +129,32 @@ void Replicator::Stop(int grace_ms) {
   cv_.notify_all();
   for (auto& t : threads_) t.join();
   threads_.clear();
+  // Leave the lineage of every caught-up database for the next start, so
+  // that it continues the generation instead of taking a new snapshot.
+  size_t saved = 0;
+  for (auto& kv : dbs_) {
+    Db* d = kv.second.get();
+    std::lock_guard<std::mutex> lk(d->mu);
+    if (d->phase != Phase::kActive || !d->pending.empty() || !d->sealed.empty() ||
+        d->partial || d->durable_txid != d->last_txid) {
+      continue;
+    }
+    LineageState ls;
+    ls.generation = d->generation;
+    ls.page_size = d->page_size;
+    ls.db_pages = d->db_pages;
+    ls.last_txid = d->last_txid;
+    ls.commit_us = d->durable_commit_us;
+    ls.checksum = d->checksum;
+    ls.page_crc = d->page_crc;
+    std::string dir = opts_.spool_dir + "/state/" + d->tenant;
+    Status st = MkdirAll(dir, 0700);
+    if (st.ok()) st = WriteLineageState(dir + "/" + d->name + ".state", ls);
+    if (st.ok()) ++saved;
+    else Log(Level::kWarn, "cannot save lineage state", {{"tenant", d->tenant}, {"db", d->name},
+                                                         {"error", st.ToString()}});
+  }
+  Log(Level::kInfo, "lineage saved for caught-up databases", {{"databases", saved}});
   if (ring_) ring_->header()->consumer_pid.store(0);
   Log(Level::kInfo, "tenantwald stopped");
 }
@@ -151,6 +178,10 @@ std::shared_ptr<Db> Replicator::GetDb(uint32_t index, bool create) {
         {{"path", d->path}, {"reason", d->last_error}});
   } else if (s->state.load() == uint32_t(tw::ring::DbState::kDeleted)) {
     d->phase = Phase::kDeleted;
+  } else if (ResumeLocked(d.get(), s)) {
+    Log(Level::kInfo, "database resumed: generation continues",
+        {{"tenant", d->tenant}, {"db", d->name}, {"generation", d->generation},
+         {"txid", d->last_txid}});
   } else {
     d->phase = Phase::kNeedSnapshot;
     // A grace period before the first snapshot: an application that just
@@ -164,6 +195,36 @@ std::shared_ptr<Db> Replicator::GetDb(uint32_t index, bool create) {
   }
   dbs_[index] = d;
   return d;
+}
+
+bool Replicator::ResumeLocked(Db* d, Slot* s) {
+  const std::string path = opts_.spool_dir + "/state/" + d->tenant + "/" + d->name + ".state";
+  LineageState ls;
+  Status st = ReadLineageState(path, &ls);
+  if (st.IsNotFound()) return false;
+  unlink(path.c_str());  // used once: a later crash must not resume from it
+  if (!st.ok()) {
+    Log(Level::kWarn, "lineage state unusable: snapshot instead",
+        {{"tenant", d->tenant}, {"db", d->name}, {"error", st.ToString()}});
+    return false;
+  }
+  char gen[sizeof s->generation + 1] = {};
+  std::memcpy(gen, s->generation, sizeof s->generation);
+  if (ls.generation != gen || s->replicated_txid.load() != ls.last_txid ||
+      s->resync.load() != 0 || s->txid < ls.last_txid) {
+    Log(Level::kInfo, "lineage state does not match the ring: snapshot instead",
+        {{"tenant", d->tenant}, {"db", d->name}});
+    return false;
+  }
+  d->phase = Phase::kActive;
+  d->generation = ls.generation;
+  d->page_size = ls.page_size;
+  d->db_pages = ls.db_pages;
+  d->page_crc = std::move(ls.page_crc);
+  d->checksum = ls.checksum;
+  d->last_txid = d->durable_txid = ls.last_txid;
+  d->durable_commit_us = ls.commit_us;
+  return true;
 }
 
 void Replicator::ScanRoot() {

@@ -140,6 +140,7 @@ class Replicator {
   void OnTxnChunk(Db* d, const tw::ring::RecordHeader* r);
   void NeedSnapshotLocked(Db* d, const std::string& why);
   void MarkDirtyLocked(Db* d);
+  bool ResumeLocked(Db* d, tw::ring::Slot* s);
   tw::Status SealLocked(Db* d);
   void PublishSlot(Db* d);
   tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);

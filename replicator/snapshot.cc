@@ -105,7 +105,10 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   if (stat(d->path.c_str(), &st) != 0) {
     return Status::NotFound("database file " + d->path + " is missing");
   }
-  if (st.st_size < 512) {
+  struct stat wst;
+  const bool wal_has_frames =
+      stat((d->path + "-wal").c_str(), &wst) == 0 && wst.st_size > off_t(tw::wal::kHeaderSize);
+  if (st.st_size < 512 && !wal_has_frames) {
     // Just created: the application is still setting it up (page size,
     // journal_mode=WAL needs an exclusive lock and no busy handler waits
     // for it), so take no lock at all and come back later.

@@ -1,0 +1,42 @@
+// tenantwald: the lineage state a clean shutdown leaves for the next start.
+//
+// To continue a generation after a restart, tenantwald needs what it keeps in
+// memory for each active database: the generation, the last txid in the
+// replica, the page size and count, and the per-page checksums behind
+// DbChecksum (docs/FORMAT.md). Stop() writes them to
+// {spool}/state/{tenant}/{db}.state; Start() reads them back and resumes the
+// generation only when the ring's slot agrees (same generation, replicated
+// txid = the file's txid, no resync flag); otherwise it takes a snapshot.
+// A file is deleted once read, so a crash later never resumes from it.
+//
+// Layout (little-endian): "TWSTATE1", u32 version (1), u32 page_size,
+// u32 db_pages, u32 0, u64 last_txid, i64 commit_us, u64 checksum,
+// char[24] generation (NUL-padded), u32 n, u64 page_crc[n], u64 CRC-64 of
+// all preceding bytes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace twd {
+
+struct LineageState {
+  std::string generation;
+  uint32_t page_size = 0;
+  uint32_t db_pages = 0;
+  uint64_t last_txid = 0;
+  int64_t commit_us = 0;
+  uint64_t checksum = 0;
+  std::vector<uint64_t> page_crc;  // db_pages entries
+};
+
+// Writes atomically (temporary file + rename). IOError on failure.
+tw::Status WriteLineageState(const std::string& path, const LineageState& s);
+// Reads and verifies (magic, CRC, sizes, checksum = XOR of page_crc).
+// NotFound if absent; Corruption if damaged.
+tw::Status ReadLineageState(const std::string& path, LineageState* s);
+
+}  // namespace twd
