@@ -284,6 +284,45 @@ Status FileStore::Get(const std::string& key, std::string* out) {
   return Count(kGet, Status::OK());
 }
 
+Status FileStore::GetRange(const std::string& key, uint64_t offset, uint64_t length,
+                           std::string* out) {
+  out->clear();
+  Status s = CheckFileKey(key);
+  if (!s.ok()) return Count(kGet, s);
+  const std::string path = root_ + "/" + key;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return Count(kGet, Status::NotFound("no object " + key + " in " + url()));
+    }
+    return Count(kGet, Status::IOError(ErrnoText("open " + path, errno)));
+  }
+  FdCloser c(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Count(kGet, Status::IOError(ErrnoText("fstat " + path, errno)));
+  if (!S_ISREG(st.st_mode)) {
+    return Count(kGet, Status::NotFound("no object " + key + " in " + url()));
+  }
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (offset >= size) return Count(kGet, Status::OK());
+  uint64_t n = std::min(length, size - offset);
+  out->resize(static_cast<size_t>(n));
+  uint64_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pread(fd, out->data() + done, static_cast<size_t>(n - done),
+                        static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      out->clear();
+      return Count(kGet, Status::IOError(ErrnoText("read " + path, errno)));
+    }
+    if (r == 0) break;  // shrank underneath us
+    done += static_cast<uint64_t>(r);
+  }
+  out->resize(static_cast<size_t>(done));
+  return Count(kGet, Status::OK());
+}
+
 Status FileStore::GetToFile(const std::string& key, const std::string& path) {
   Status s = CheckFileKey(key);
   if (!s.ok()) return Count(kGet, s);

@@ -40,6 +40,9 @@ class FileStore : public ObjectStore {
   Status Get(const std::string& key, std::string* out) override;
   // On failure the (partially written) destination file is removed.
   Status GetToFile(const std::string& key, const std::string& path) override;
+  // pread of the range; counted as a GET.
+  Status GetRange(const std::string& key, uint64_t offset, uint64_t length,
+                  std::string* out) override;
   Status List(const std::string& prefix, std::vector<ObjectInfo>* out) override;
   Status ListDirs(const std::string& prefix, std::vector<std::string>* out) override;
   Status Delete(const std::string& key) override;

@@ -11,6 +11,7 @@
 // uploader threads.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -69,6 +70,23 @@ class ObjectStore {
 
   // Streams the object into the local file `path` (created/truncated).
   virtual Status GetToFile(const std::string& key, const std::string& path) = 0;
+
+  // Reads at most `length` bytes of the object starting at byte `offset`
+  // into *out (fewer when the object ends first; empty when offset is at or
+  // past its end). NotFound when absent. For reading object headers cheaply
+  // (S3: a ranged GET, "Range: bytes=offset-(offset+length-1)"). The default
+  // reads the whole object with Get and cuts it; stores override it.
+  virtual Status GetRange(const std::string& key, uint64_t offset, uint64_t length,
+                          std::string* out) {
+    TW_RETURN_IF_ERROR(Get(key, out));
+    if (offset >= out->size()) {
+      out->clear();
+    } else {
+      *out = out->substr(static_cast<size_t>(offset),
+                         static_cast<size_t>(std::min<uint64_t>(length, out->size() - offset)));
+    }
+    return Status::OK();
+  }
 
   // Lists every object whose key starts with `prefix` (ListObjectsV2, all
   // pages), sorted by key. An empty result is OK.

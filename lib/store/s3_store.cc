@@ -172,6 +172,7 @@ struct S3Store::Call {
   uint64_t read_off = 0;
   uint64_t received = 0;
   bool status_known = false;
+  long http_status = 0;  // of the last attempt (0: no response)
   bool to_sink = false;
   std::string err_body;
   int local_errno = 0;
@@ -490,6 +491,7 @@ Status S3Store::Attempt(void* handle, Call* c, bool* retryable) {
   CURLcode rc = curl_easy_perform(h);
   long http = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
+  c->http_status = http;
   curl_off_t content_length = -1;
   curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &content_length);
   curl_slist_free_all(headers);
@@ -612,6 +614,38 @@ Status S3Store::Get(const std::string& key, std::string* out) {
   Status s = Execute(&c);
   if (!s.ok()) out->clear();
   return s;
+}
+
+Status S3Store::GetRange(const std::string& key, uint64_t offset, uint64_t length,
+                         std::string* out) {
+  out->clear();
+  TW_RETURN_IF_ERROR(ValidateObjectKey(key));
+  if (length == 0) return Status::OK();
+  Call c;
+  c.op = kGet;
+  std::string full = FullKey(key);
+  c.path = ObjectPath(full);
+  uint64_t last = length > UINT64_MAX - offset ? UINT64_MAX - 1 : offset + length - 1;
+  c.extra_headers.emplace_back("range",
+                               "bytes=" + std::to_string(offset) + "-" + std::to_string(last));
+  c.what = "GET " + Describe(full) + " (bytes " + std::to_string(offset) + "-" +
+           std::to_string(last) + ")";
+  c.out_mem = out;
+  Status s = Execute(&c);
+  if (!s.ok()) {
+    out->clear();
+    if (c.http_status == 416) return Status::OK();  // offset at or past the end
+    return s;
+  }
+  if (c.http_status == 200) {  // Range ignored: the whole object
+    if (offset >= out->size()) {
+      out->clear();
+      return Status::OK();
+    }
+    *out = out->substr(static_cast<size_t>(offset));
+  }
+  if (out->size() > length) out->resize(static_cast<size_t>(length));
+  return Status::OK();
 }
 
 Status S3Store::GetToFile(const std::string& key, const std::string& path) {

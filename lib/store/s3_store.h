@@ -65,6 +65,11 @@ class S3Store : public ObjectStore {
   Status Get(const std::string& key, std::string* out) override;
   // On failure the (partially written) destination file is removed.
   Status GetToFile(const std::string& key, const std::string& path) override;
+  // A ranged GET (206); a server that ignores Range (200, whole object) is
+  // handled by cutting the body. A range starting at or past the end (416)
+  // gives an empty result.
+  Status GetRange(const std::string& key, uint64_t offset, uint64_t length,
+                  std::string* out) override;
   Status List(const std::string& prefix, std::vector<ObjectInfo>* out) override;
   Status ListDirs(const std::string& prefix, std::vector<std::string>* out) override;
   Status Delete(const std::string& key) override;

@@ -608,6 +608,21 @@ TEST_CASE("s3rver: put/get round trip, overwrite, empty object, awkward keys") {
   }
 }
 
+TEST_CASE("s3rver: GetRange is a ranged GET, clipped at the end") {
+  REQUIRE_S3RVER(env);
+  auto s = OpenStore(env, "range");
+  const std::string bin = RandomBytes(5000, 3);
+  REQUIRE(s->Put("tenants/a/b/x", bin).ok());
+  std::string got;
+  REQUIRE(s->GetRange("tenants/a/b/x", 0, 288, &got).ok());
+  CHECK(got == bin.substr(0, 288));
+  REQUIRE(s->GetRange("tenants/a/b/x", 4990, 100, &got).ok());
+  CHECK(got == bin.substr(4990));
+  REQUIRE(s->GetRange("tenants/a/b/x", 6000, 10, &got).ok());
+  CHECK(got.empty());
+  CHECK(s->GetRange("tenants/a/b/missing", 0, 10, &got).IsNotFound());
+}
+
 TEST_CASE("s3rver: List pages through more than 1000 objects; ListDirs") {
   REQUIRE_S3RVER(env);
   const std::string sub = "many";

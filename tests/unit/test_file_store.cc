@@ -368,3 +368,22 @@ TEST_CASE("StoreOptions::FromEnv reads the AWS variables") {
     }
   }
 }
+
+TEST_CASE("file store: GetRange reads a byte range, clipped at the end") {
+  TempDir d;
+  auto s = OpenFile(d.path);
+  std::string data;
+  for (int i = 0; i < 1000; i++) data.push_back(static_cast<char>(i * 7));
+  REQUIRE(s->Put("a/b", data).ok());
+  std::string got;
+  REQUIRE(s->GetRange("a/b", 0, 288, &got).ok());
+  CHECK(got == data.substr(0, 288));
+  REQUIRE(s->GetRange("a/b", 990, 100, &got).ok());
+  CHECK(got == data.substr(990));
+  REQUIRE(s->GetRange("a/b", 1000, 10, &got).ok());
+  CHECK(got.empty());
+  REQUIRE(s->GetRange("a/b", 5000, 10, &got).ok());
+  CHECK(got.empty());
+  CHECK(s->GetRange("a/missing", 0, 10, &got).IsNotFound());
+  CHECK(s->GetRange("../x", 0, 10, &got).code() == tw::Status::kInvalidArgument);
+}
