@@ -2,6 +2,8 @@
 //
 //   tenantwal restore --replica URL --tenant T --db D -o OUT.db [--force] [--txid N] [--json]
 //   tenantwal ls --replica URL [--tenant T] [--db D] [--json]
+//   tenantwal migrate --from LITESTREAM_URL --tenant T --db D --replica URL (or --all)
+//   tenantwal import --tenant T --db D FILE.db --replica URL
 //
 // This file only builds the CLI11 app and dispatches; each subcommand is its
 // own file (cmd_*.cc, see cmd.h). CLI11 reports parse errors by exception;
@@ -38,6 +40,8 @@ int Main(int argc, char** argv) {
   std::vector<tw::cli::Command> commands = {
       tw::cli::RegisterRestore(&app),
       tw::cli::RegisterLs(&app),
+      tw::cli::RegisterMigrate(&app),
+      tw::cli::RegisterImport(&app),
   };
 
   try {

@@ -64,6 +64,8 @@ std::string JsonString(std::string_view s);
 // The subcommands.
 Command RegisterRestore(CLI::App* app);
 Command RegisterLs(CLI::App* app);
+Command RegisterMigrate(CLI::App* app);  // cmd_migrate.cc
+Command RegisterImport(CLI::App* app);   // cmd_import.cc
 
 }  // namespace cli
 }  // namespace tw
