@@ -967,12 +967,22 @@ void RestoreSuite(ObjectStore* store) {
     CHECK(DoRestore(store, outdir / "y.db", 0, &r).IsNotFound());  // before the snapshot
   }
 
-  SUBCASE("a gap stops latest with a warning and makes later txids unreachable") {
+  SUBCASE("a gap makes latest an error (--partial: a warning) and later txids unreachable") {
     REQUIRE(store->Delete(SegmentKey("acme", "orders.db", kGen1, 4, 5)).ok());
     RestoreResult r;
     Status s = DoRestore(store, outdir / "gap.db", kRestoreLatest, &r);
+    CHECK(s.IsNotFound());
+    CHECK(s.message().find("last good txid is 3") != std::string::npos);
+    CHECK_FALSE(fs::exists(outdir / "gap.db"));
+    RestoreOptions po;
+    po.tenant = "acme";
+    po.db = "orders.db";
+    po.output_path = outdir / "gap.db";
+    po.partial = true;
+    s = Restore(store, po, &r);
     REQUIRE_MESSAGE(s.ok(), s.ToString());
     CHECK(r.txid == 3);
+    CHECK(r.partial);
     CHECK(ReadFile(outdir / "gap.db") == h.images[3]);
     REQUIRE(r.warnings.size() == 1);
     CHECK(r.warnings[0].find("after txid 3") != std::string::npos);
@@ -1051,13 +1061,29 @@ void RestoreSuite(ObjectStore* store) {
     REQUIRE(store->Put(SegmentKey("acme", "orders.db", kGen2, 6, 7),
                        MakeSegment(h, work.path, kGen2, 6, 7))
                 .ok());
-    // A newer generation without a snapshot is ignored.
-    REQUIRE(store->Put(SegmentKey("acme", "orders.db", "0000018c1a2b0003", 8, 8),
-                       MakeSegment(h, work.path, "0000018c1a2b0003", 8, 8))
-                .ok());
     RestoreResult r;
     Status s = DoRestore(store, outdir / "g.db", kRestoreLatest, &r);
     REQUIRE_MESSAGE(s.ok(), s.ToString());
+    CHECK(r.generation == kGen2);
+    CHECK(r.txid == 7);
+    // A newer generation with segments but no snapshot makes "latest" an
+    // error (its history is lost); --partial restores gen2 with a warning.
+    REQUIRE(store->Put(SegmentKey("acme", "orders.db", "0000018c1a2b0003", 8, 8),
+                       MakeSegment(h, work.path, "0000018c1a2b0003", 8, 8))
+                .ok());
+    s = DoRestore(store, outdir / "g0.db", kRestoreLatest, &r);
+    CHECK(s.IsNotFound());
+    CHECK(s.message().find("no snapshot") != std::string::npos);
+    RestoreOptions po;
+    po.tenant = "acme";
+    po.db = "orders.db";
+    po.output_path = outdir / "g.db";
+    po.overwrite = true;
+    po.partial = true;
+    s = Restore(store, po, &r);
+    REQUIRE_MESSAGE(s.ok(), s.ToString());
+    CHECK(r.partial);
+    CHECK(r.warnings.size() == 1);
     CHECK(r.generation == kGen2);
     CHECK(r.txid == 7);
     CHECK(r.snapshot_txid == 5);
@@ -1086,7 +1112,7 @@ void RestoreSuite(ObjectStore* store) {
     REQUIRE(store->Put(SegmentKey("acme", "orders.db", kGen1, 2, 2), ReadFile(work / "huge.twseg"))
                 .ok());
     RestoreResult r;
-    Status s = DoRestore(store, outdir / "huge.db", kRestoreLatest, &r);
+    Status s = DoRestore(store, outdir / "huge.db", 2, &r);  // latest: a gap (txid 3)
     CHECK(s.IsCorruption());
     CHECK(s.message().find("does not contain") != std::string::npos);
     CHECK(DirEntries(outdir.path).empty());
