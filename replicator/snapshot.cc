@@ -160,6 +160,15 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   } else {
     S = s->txid;
     if (s->cursor_valid == 0) s->cursor_valid = 2;
+    // Rollback-journal mode: the file change counter (header offset 24) is
+    // the baseline the capture checks at each write transaction.
+    Fd f;
+    f.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
+    uint8_t h[28];
+    if (f.fd >= 0 && PRead(f.fd, h, sizeof h, 0) == long(sizeof h)) {
+      s->rb_counter = tw::wal::GetBE32(h + 24);
+      s->rb_valid = 1;
+    }
   }
   s->resync.store(0, std::memory_order_release);
   s->snapshot_txid.store(S, std::memory_order_release);

@@ -35,8 +35,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <vector>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -209,8 +211,8 @@ bool ReadWalView(TwFile* wal, WalView* v) {
 
 // Publishes one committed transaction found in the WAL. Called with the
 // slot mutex held. Returns false if the ring could not take it.
-bool PublishTxn(Ring* ring, Slot* s, TwFile* wal, const tw::wal::Txn& txn, uint32_t page_size,
-                sqlite3_int64 wal_size) {
+bool PublishTxn(Ring* ring, Slot* s, TwFile* src, const tw::wal::Txn& txn, uint32_t page_size,
+                sqlite3_int64 src_size) {
   const uint64_t txid = s->txid + 1;
   s->txid = txid;  // advance even if dropped: the gap must be visible
   const int64_t now = tw::ring::NowMicros();
@@ -245,7 +247,7 @@ bool PublishTxn(Ring* ring, Slot* s, TwFile* wal, const tw::wal::Txn& txn, uint3
     for (size_t k = 0; k < n; ++k, ++i) {
       uint64_t pg = txn.pgnos[i];
       std::memcpy(out, &pg, 8);
-      if (ReadWal(wal, out + 8, page_size, txn.page_offsets[i], wal_size) != long(page_size)) {
+      if (ReadWal(src, out + 8, page_size, txn.page_offsets[i], src_size) != long(page_size)) {
         ok = false;
       }
       out += entry;
@@ -532,6 +534,7 @@ void CaptureAfterWalHeader(TwFile* wal, const void* buf, int n) {
     s->page_size = h.page_size;
     s->cursor_valid = kCursorValid;
   }
+  s->rb_valid = 0;  // the WAL era begins: a later switch back re-baselines
   ring->UnlockSlot(s);
 }
 
@@ -603,6 +606,123 @@ bool CaptureWaitView(DbCapture* cap, uint64_t flush_txid, WaitView* out, std::st
   out->consumer_alive = pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
   out->last_error = Ring::ReadError(s);
   return true;
+}
+
+// ---- rollback-journal databases ----------------------------------------------
+
+struct RollbackPages {
+  std::vector<uint32_t> pgnos;   // pages written in this transaction (unsorted)
+  uint32_t page_size = 0;
+  bool odd_write = false;        // a write that was not one whole page
+};
+
+namespace {
+
+struct DbHeader {
+  uint32_t page_size = 0, change_counter = 0, db_pages = 0;
+};
+
+// Reads the database header (SQLite file format, section 1.3) through the
+// real file: page size at 16 (1 = 65536), change counter at 24, size in
+// pages at 28 (valid when the version-valid-for number at 92 equals the
+// change counter; otherwise the file size decides).
+bool ReadDbHeader(TwFile* main, DbHeader* h) {
+  sqlite3_int64 size = 0;
+  if (main->real->pMethods->xFileSize(main->real, &size) != SQLITE_OK || size < 100) return false;
+  uint8_t b[100];
+  if (ReadWal(main, b, sizeof b, 0, size) != long(sizeof b)) return false;
+  uint32_t ps = (uint32_t(b[16]) << 8) | b[17];
+  h->page_size = ps == 1 ? 65536 : ps;
+  if (!tw::wal::ValidPageSize(h->page_size)) return false;
+  h->change_counter = tw::wal::GetBE32(b + 24);
+  uint32_t n = tw::wal::GetBE32(b + 28);
+  bool valid = n > 0 && std::memcmp(b + 92, b + 24, 4) == 0;
+  h->db_pages = valid ? n : uint32_t(uint64_t(size) / h->page_size);
+  return true;
+}
+
+}  // namespace
+
+void RollbackNoteWrite(TwFile* main, int n, int64_t off) {
+  if (!main->cap || !main->cap->replicated) return;
+  if (!main->rb) main->rb = new RollbackPages();
+  RollbackPages* rb = main->rb;
+  if (tw::wal::ValidPageSize(uint32_t(n)) && off % n == 0) {
+    rb->page_size = uint32_t(n);
+    rb->pgnos.push_back(uint32_t(off / n) + 1);
+  } else {
+    rb->odd_write = true;
+  }
+}
+
+void RollbackBegin(TwFile* main) {
+  Ring* ring = nullptr;
+  Slot* s = LockedSlot(main->cap, &ring);
+  if (!s) return;
+  DbHeader h;
+  if (ReadDbHeader(main, &h)) {
+    if (s->rb_valid) {
+      if (h.change_counter != s->rb_counter) {
+        FlagResync(ring, s, "database file changed outside tenantwal");
+      }
+    } else if (s->cursor_valid != kCursorEmpty) {
+      // No baseline: neither a snapshot in rollback mode nor a WAL that
+      // ended cleanly through the shim.
+      FlagResync(ring, s, "rollback-journal history before this point is not captured");
+    }
+    s->rb_valid = 1;
+    s->rb_counter = h.change_counter;
+  }
+  ring->UnlockSlot(s);
+}
+
+void RollbackCommit(TwFile* main) {
+  RollbackPages* rb = main->rb;
+  if (!rb || (rb->pgnos.empty() && !rb->odd_write)) return;
+  Ring* ring = nullptr;
+  Slot* s = LockedSlot(main->cap, &ring);
+  if (!s) {
+    RollbackEnd(main);
+    return;
+  }
+  DbHeader h;
+  sqlite3_int64 size = 0;
+  main->real->pMethods->xFileSize(main->real, &size);
+  if (!ReadDbHeader(main, &h) || rb->odd_write ||
+      (rb->page_size != 0 && rb->page_size != h.page_size)) {
+    FlagResync(ring, s, "cannot follow this rollback-journal commit");
+  } else {
+    tw::wal::Txn txn;
+    std::sort(rb->pgnos.begin(), rb->pgnos.end());
+    rb->pgnos.erase(std::unique(rb->pgnos.begin(), rb->pgnos.end()), rb->pgnos.end());
+    for (uint32_t pg : rb->pgnos) {
+      if (pg == 0 || pg > h.db_pages) continue;
+      txn.pgnos.push_back(pg);
+      txn.page_offsets.push_back(uint64_t(pg - 1) * h.page_size);
+    }
+    txn.db_size = h.db_pages;
+    const uint64_t before = s->txid;
+    if (!PublishTxn(ring, s, main, txn, h.page_size, size)) {
+      FlagResync(ring, s, "ring full: transactions dropped");
+    }
+    if (s->txid != before) main->last_txid = s->txid;
+    s->rb_valid = 1;
+    s->rb_counter = h.change_counter;
+  }
+  ring->UnlockSlot(s);
+  RollbackEnd(main);
+}
+
+void RollbackEnd(TwFile* main) {
+  if (main->rb) {
+    main->rb->pgnos.clear();
+    main->rb->odd_write = false;
+  }
+}
+
+void RollbackFree(TwFile* main) {
+  delete main->rb;
+  main->rb = nullptr;
 }
 
 // Used by the status table.

@@ -34,6 +34,7 @@ int Close(sqlite3_file* f) {
   TwFile* p = reinterpret_cast<TwFile*>(f);
   if (p->kind == kWal && p->main) p->main->wal = nullptr;
   int rc = p->real->pMethods ? p->real->pMethods->xClose(p->real) : SQLITE_OK;
+  if (p->kind == kMainDb) RollbackFree(p);
   if (p->kind == kMainDb && p->cap) CaptureDetach(p->cap);
   p->cap = nullptr;
   return rc;
@@ -51,7 +52,9 @@ int Write(sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
     if (rc == SQLITE_OK) CaptureAfterWalHeader(p, buf, n);
     return rc;
   }
-  return p->real->pMethods->xWrite(p->real, buf, n, off);
+  int rc = p->real->pMethods->xWrite(p->real, buf, n, off);
+  if (rc == SQLITE_OK && p->kind == kMainDb && p->cap && !p->wal) RollbackNoteWrite(p, n, off);
+  return rc;
 }
 
 int Truncate(sqlite3_file* f, sqlite3_int64 size) {
@@ -69,14 +72,24 @@ int FileSize(sqlite3_file* f, sqlite3_int64* size) {
 int Lock(sqlite3_file* f, int level) {
   TwFile* p = reinterpret_cast<TwFile*>(f);
   int rc = p->real->pMethods->xLock(p->real, level);
-  if (rc == SQLITE_OK) p->lock_level = level;
+  if (rc == SQLITE_OK) {
+    const int before = p->lock_level;
+    p->lock_level = level;
+    if (p->kind == kMainDb && p->cap && !p->wal && level == SQLITE_LOCK_RESERVED &&
+        before < SQLITE_LOCK_RESERVED) {
+      RollbackBegin(p);  // a rollback-journal write transaction starts
+    }
+  }
   return rc;
 }
 
 int Unlock(sqlite3_file* f, int level) {
   TwFile* p = reinterpret_cast<TwFile*>(f);
   int rc = p->real->pMethods->xUnlock(p->real, level);
-  if (rc == SQLITE_OK) p->lock_level = level;
+  if (rc == SQLITE_OK) {
+    p->lock_level = level;
+    if (p->kind == kMainDb && level <= SQLITE_LOCK_SHARED) RollbackEnd(p);
+  }
   return rc;
 }
 
@@ -90,7 +103,9 @@ int FileControl(sqlite3_file* f, int op, void* arg) {
       p->lock_level == SQLITE_LOCK_EXCLUSIVE) {
     // locking_mode=EXCLUSIVE: no xShmLock calls are made, so the end of the
     // transaction is only visible here (src/pager.c, pager_end_transaction).
-    CaptureSync(p, SyncReason::kCommitExclusive);
+    // Rollback-journal commits end here too, still under EXCLUSIVE.
+    if (p->wal) CaptureSync(p, SyncReason::kCommitExclusive);
+    else RollbackCommit(p);
   }
   int rc = p->real->pMethods->xFileControl(p->real, op, arg);
   if (op == SQLITE_FCNTL_VFSNAME && rc == SQLITE_OK && arg) {

@@ -30,6 +30,7 @@ struct TwFile {
   TwFile* main;               // WAL: its main database handle
   volatile void* shm0;        // main db: wal-index region 0, once mapped
   uint64_t last_txid;         // main db: last txid this connection published
+  struct RollbackPages* rb;   // main db, rollback-journal mode: pages written in this txn
 };
 
 // The VFS below the shim (the default VFS when the extension was loaded).
@@ -61,6 +62,16 @@ void CaptureBeforeWalTruncate(TwFile* wal, int64_t size);
 void CaptureWalDeleted(const char* wal_path);
 // The database file at `path` was deleted through the VFS.
 void CaptureDbDeleted(const char* path);
+
+// Rollback-journal databases (DELETE, TRUNCATE, PERSIST, MEMORY, OFF): the
+// pager writes changed pages into the database file itself. The shim notes
+// which pages a write transaction touched, and at COMMIT_PHASETWO (journal
+// finalized: committed) reads them back from the file and publishes them.
+void RollbackNoteWrite(TwFile* main, int n, int64_t off);
+void RollbackBegin(TwFile* main);    // RESERVED lock taken: check continuity
+void RollbackCommit(TwFile* main);   // COMMIT_PHASETWO
+void RollbackEnd(TwFile* main);      // lock dropped to SHARED or less
+void RollbackFree(TwFile* main);
 
 // For tenantwal_status: whether the ring is open, and if not, why.
 bool CaptureRingOpen(std::string* why);

@@ -101,7 +101,8 @@ struct alignas(64) Slot {
   uint32_t cursor_valid;              // 0: unknown, establish before use
   uint32_t page_size;
   uint32_t salt1, salt2, frame, cksum1, cksum2;
-  uint32_t wal_clean_end;             // 1: WAL was truncated/deleted through the VFS
+  uint32_t rb_valid;                  // rollback-journal mode: rb_counter is the baseline
+  uint32_t rb_counter;                // file change counter after the last captured commit
   uint64_t txid;                      // last txid assigned
   // -- flags, any side --
   std::atomic<uint32_t> resync;       // 1: history in doubt: take a snapshot
