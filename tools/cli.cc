@@ -40,6 +40,7 @@ int Main(int argc, char** argv) {
   std::vector<tw::cli::Command> commands = {
       tw::cli::RegisterRestore(&app),
       tw::cli::RegisterLs(&app),
+      tw::cli::RegisterVerify(&app),
       tw::cli::RegisterMigrate(&app),
       tw::cli::RegisterImport(&app),
   };

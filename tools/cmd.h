@@ -66,6 +66,7 @@ Command RegisterRestore(CLI::App* app);
 Command RegisterLs(CLI::App* app);
 Command RegisterMigrate(CLI::App* app);  // cmd_migrate.cc
 Command RegisterImport(CLI::App* app);   // cmd_import.cc
+Command RegisterVerify(CLI::App* app);   // cmd_verify.cc
 
 }  // namespace cli
 }  // namespace tw
