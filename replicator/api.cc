@@ -64,6 +64,12 @@ tw::Status ApiServer::Start(const std::string& addr) {
   Replicator* rep = impl_->rep;
   auto& srv = impl_->srv;
   srv.set_payload_max_length(1 << 20);
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets a
+  // second daemon bind the same port silently and split the requests.
+  srv.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof yes);
+  });
 
   srv.Get("/api/health", [rep](const httplib::Request&, httplib::Response& res) {
     auto dbs = rep->Databases();

@@ -107,6 +107,16 @@ int main(int argc, char** argv) {
   if (!ca_file.empty()) o.store.ca_file = ca_file;
   o.ring.ring_bytes = ring_mb << 20;
 
+  if (!o.api_addr.empty()) {
+    size_t colon = o.api_addr.rfind(':');
+    int port = colon == std::string::npos ? -1 : atoi(o.api_addr.c_str() + colon + 1);
+    if (colon == std::string::npos || colon == 0 || port < 0 || port > 65535 ||
+        o.api_addr.find_first_not_of("0123456789", colon + 1) != std::string::npos) {
+      fprintf(stderr, "tenantwald: --api wants HOST:PORT (e.g. 127.0.0.1:7070), got %s\n",
+              o.api_addr.c_str());
+      return 2;
+    }
+  }
   signal(SIGPIPE, SIG_IGN);
   struct sigaction sa = {};
   sa.sa_handler = OnSignal;

@@ -2,6 +2,9 @@
 #include "replicator.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -91,9 +94,22 @@ Status Replicator::Start() {
     }
     closedir(dir);
   }
+  // One daemon per spool (and so per root by default): an exclusive lock.
+  const std::string lock_path = opts_.spool_dir + "/tenantwald.lock";
+  lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status::Busy("another tenantwald is using the spool " + opts_.spool_dir);
+  }
   TW_RETURN_IF_ERROR(tw::OpenObjectStore(opts_.replica_url, opts_.store, &store_));
   TW_RETURN_IF_ERROR(Ring::Open(opts_.ring_name, opts_.ring, true, &ring_));
   auto* h = ring_->header();
+  // One consumer per ring.
+  const int32_t other = h->consumer_pid.load();
+  if (other > 0 && other != int32_t(getpid()) && (kill(other, 0) == 0 || errno == EPERM)) {
+    ring_.reset();
+    return Status::Busy("another tenantwald (pid " + std::to_string(other) +
+                        ") is consuming the ring " + opts_.ring_name);
+  }
   std::memset(h->root, 0, sizeof h->root);
   std::memcpy(h->root, opts_.root.data(), opts_.root.size());
   h->consumer_pid.store(int32_t(getpid()));

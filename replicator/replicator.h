@@ -149,6 +149,7 @@ class Replicator {
   std::unique_ptr<tw::ring::Ring> ring_;
   std::unique_ptr<tw::ObjectStore> store_;
   std::atomic<bool> stop_{false};
+  int lock_fd_ = -1;                               // flock on {spool}/tenantwald.lock
   int64_t started_us_ = 0;
 
   std::mutex mu_;                                  // guards dbs_ and the queues

@@ -124,12 +124,15 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   TW_RETURN_IF_ERROR(ring_->LockSlot(s, false, &died));
   tw::wal::IndexHeader ih;
   bool wal = false;
+  uint32_t backfilled = 0;
   {
     Fd shm;
     shm.fd = open((d->path + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
-    uint8_t buf[2 * sizeof(tw::wal::IndexHeader)];
+    uint8_t buf[2 * sizeof(tw::wal::IndexHeader) + 4];
     if (shm.fd >= 0 && PRead(shm.fd, buf, sizeof buf, 0) == long(sizeof buf)) {
       wal = tw::wal::ReadIndexHeader(buf, &ih);
+      // WalCkptInfo.nBackfill follows the two header copies (src/wal.c).
+      std::memcpy(&backfilled, buf + 2 * sizeof(tw::wal::IndexHeader), 4);
     }
   }
   uint64_t S;
@@ -209,7 +212,10 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   // Step 4: the WAL overlay (newest frame of each page up to mxFrame).
   std::unordered_map<uint32_t, uint64_t> overlay;
   Fd walf;
-  if (wal && ih.mxFrame > 0) {
+  // When every frame is already in the database file, B may read with
+  // read-mark 0, which does not stop a writer from restarting the WAL: then
+  // the file alone is the snapshot, and the WAL must not be read at all.
+  if (wal && ih.mxFrame > 0 && backfilled < ih.mxFrame) {
     walf.fd = open((d->path + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
     if (walf.fd < 0) return Status::IOError("open WAL: " + std::string(strerror(errno)));
     uint8_t hb[tw::wal::kHeaderSize];
@@ -252,15 +258,29 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   tw::SnapshotWriter w;
   TW_RETURN_IF_ERROR(w.Open(spool, sh, opts_.zstd_level));
   std::vector<uint8_t> page(page_size);
+  std::vector<uint8_t> frame(tw::wal::kFrameHeaderSize + page_size);
   std::vector<uint64_t> crc;
   crc.reserve(n_pages);
   uint64_t checksum = 0;
   Status ws;
   for (uint32_t p = 1; p <= n_pages && ws.ok(); ++p) {
     auto it = overlay.find(p);
-    long got = it != overlay.end() ? PRead(walf.fd, page.data(), page_size, it->second)
-                                   : PRead(dbf.fd, page.data(), page_size,
-                                           uint64_t(p - 1) * page_size);
+    long got;
+    if (it != overlay.end()) {
+      // Re-check the frame header as we copy: if the WAL were restarted and
+      // overwritten under us, its salts would differ. Never copy a guess.
+      got = PRead(walf.fd, frame.data(), frame.size(), it->second - tw::wal::kFrameHeaderSize);
+      tw::wal::FrameHeader fh = tw::wal::ParseFrameHeader(frame.data());
+      if (got != long(frame.size()) || fh.pgno != p || fh.salt1 != ih.aSalt[0] ||
+          fh.salt2 != ih.aSalt[1]) {
+        ws = Status::Busy("the WAL changed while the snapshot was copied; retrying");
+        break;
+      }
+      std::memcpy(page.data(), frame.data() + tw::wal::kFrameHeaderSize, page_size);
+      got = long(page_size);
+    } else {
+      got = PRead(dbf.fd, page.data(), page_size, uint64_t(p - 1) * page_size);
+    }
     if (got < 0) {
       ws = Status::IOError("read page " + std::to_string(p) + ": " + strerror(errno));
       break;
@@ -270,6 +290,16 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     crc.push_back(c);
     checksum ^= c;
     ws = w.AddPage(page.data());
+  }
+  if (ws.ok() && walf.fd >= 0) {
+    // A restart rewrites the WAL header before any frame: if the header is
+    // unchanged now, no frame we copied was overwritten while we read it.
+    uint8_t hb[tw::wal::kHeaderSize];
+    tw::wal::Header wh;
+    if (PRead(walf.fd, hb, sizeof hb, 0) != long(sizeof hb) || !tw::wal::ParseHeader(hb, &wh) ||
+        wh.salt1 != ih.aSalt[0] || wh.salt2 != ih.aSalt[1]) {
+      ws = Status::Busy("the WAL restarted while the snapshot was copied; retrying");
+    }
   }
   uint64_t bytes = 0;
   if (ws.ok()) ws = w.Finish(false, &bytes);

@@ -156,7 +156,7 @@ void ResolveIdentity(DbCapture* c, const char* uri, Ring* ring) {
 }
 
 // Builds the registry key of a database that is not replicated, so that it
-// still shows in tenantwal_status and tenantwald's log: tenant "-" (never a
+// still shows in tenantwal_status and tenantwald's log: tenant "." (never a
 // valid name) and a hash of the path.
 std::string PathKey(const std::string& path) {
   uint64_t h = 1469598103934665603ull;
@@ -178,9 +178,9 @@ void SendRecord(Ring* ring, Slot* s, uint16_t type) {
   ring->Publish(r);
 }
 
-void FlagResync(Ring* ring, Slot* s, const char* why) {
+void FlagResync(Ring* ring, Slot* s, const char* why, bool is_error = true) {
   s->resync.store(1, std::memory_order_release);
-  Ring::SetError(s, std::string("capture: ") + why);
+  if (is_error) Ring::SetError(s, std::string("capture: ") + why);
   SendRecord(ring, s, tw::ring::kResync);
 }
 
@@ -303,7 +303,8 @@ void Establish(Ring* ring, Slot* s, TwFile* main, TwFile* wal) {
   } else {
     return;  // nothing to go on yet; stays unknown
   }
-  FlagResync(ring, s, "history before this point is not captured: snapshot needed");
+  // First sight (or an unknown cursor): not an error, just a snapshot.
+  FlagResync(ring, s, "history before this point is not captured: snapshot needed", false);
 }
 
 // Checks that the log after the cursor holds no committed transaction (we
@@ -378,7 +379,7 @@ DbCapture* CaptureAttach(const char* path, const char* uri) {
   ResolveIdentity(c, uri, ring);
   uint32_t idx = 0;
   bool created = false;
-  std::string tenant = c->replicated ? c->tenant : "-";
+  std::string tenant = c->replicated ? c->tenant : ".";
   std::string db = c->replicated ? c->db : PathKey(c->path);
   tw::Status st = ring->FindOrAddSlot(tenant, db, c->path, &idx, &created);
   if (!st.ok()) {

@@ -9,7 +9,7 @@
 //   tenant, db        names (NULL for a database that is not replicated)
 //   path              absolute path of the database file
 //   state             registered | snapshotting | active | error | deleted |
-//                     not-replicated
+//                     not-replicated | no-replicator (tenantwald not running)
 //   local_txid        last transaction captured on this host
 //   replicated_txid   last transaction durable in the replica
 //   lag_ms            ms since the oldest transaction not yet durable (0 when
@@ -20,6 +20,9 @@
 //   last_snapshot     time of the last snapshot (RFC 3339), or NULL
 //   resync            1 while a new snapshot is needed
 // Read-only: INSERT/UPDATE/DELETE fail.
+#include <errno.h>
+#include <signal.h>
+
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -43,6 +46,11 @@ struct Cursor {
   tw::ring::Ring* ring;
   uint32_t i;
 };
+
+bool ConsumerAlive(tw::ring::Ring* r) {
+  int32_t pid = r->header()->consumer_pid.load();
+  return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
 
 uint32_t NextUsed(tw::ring::Ring* r, uint32_t i) {
   if (!r) return 0;
@@ -113,7 +121,7 @@ void ResultText(sqlite3_context* ctx, const char* s, size_t max) {
 int Column(sqlite3_vtab_cursor* cur, sqlite3_context* ctx, int col) {
   auto* c = reinterpret_cast<Cursor*>(cur);
   const tw::ring::Slot* s = c->ring->slot(c->i);
-  const bool named = s->tenant[0] != '-';
+  const bool named = s->tenant[0] != '.';
   const uint64_t local = s->txid;
   const uint64_t repl = s->replicated_txid.load(std::memory_order_acquire);
   switch (col) {
@@ -124,10 +132,17 @@ int Column(sqlite3_vtab_cursor* cur, sqlite3_context* ctx, int col) {
       if (named) ResultText(ctx, s->db, sizeof s->db); else sqlite3_result_null(ctx);
       break;
     case kPath: ResultText(ctx, s->path, sizeof s->path); break;
-    case kState:
-      sqlite3_result_text(ctx, tw::ring::DbStateName(tw::ring::DbState(s->state.load())), -1,
-                          SQLITE_STATIC);
+    case kState: {
+      auto st = tw::ring::DbState(s->state.load());
+      const char* name = tw::ring::DbStateName(st);
+      // Say so when nobody consumes the ring: nothing is being replicated.
+      if (st != tw::ring::DbState::kDeleted && st != tw::ring::DbState::kNotReplicated &&
+          !ConsumerAlive(c->ring)) {
+        name = "no-replicator";
+      }
+      sqlite3_result_text(ctx, name, -1, SQLITE_STATIC);
       break;
+    }
     case kLocalTxid: sqlite3_result_int64(ctx, sqlite3_int64(local)); break;
     case kReplTxid: sqlite3_result_int64(ctx, sqlite3_int64(repl)); break;
     case kLag: {
