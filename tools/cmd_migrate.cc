@@ -288,13 +288,15 @@ int RunAll(const MigrateFlags& f, ObjectStore* dst) {
   std::unique_ptr<ObjectStore> src;
   s = OpenReplica(sf, &src);
   if (!s.ok()) return Fail(cmd, s);
-  std::vector<std::string> dirs;
-  s = src->ListDirs("", &dirs);
+  // Every NAME below the root: the first segment of each key (one listing;
+  // a replica's keys all start with NAME/ltx/ or NAME/generations/).
+  std::vector<ObjectInfo> objs;
+  s = src->List("", &objs);
   if (!s.ok()) return Fail(cmd, s.Prefix("list " + root));
   std::set<std::string> names;
-  for (auto d : dirs) {
-    while (!d.empty() && d.back() == '/') d.pop_back();
-    if (!d.empty()) names.insert(d);
+  for (const auto& o : objs) {
+    size_t slash = o.key.find('/');
+    if (slash != std::string::npos && slash > 0) names.insert(o.key.substr(0, slash));
   }
   int migrated = 0, skipped = 0, failed = 0;
   std::vector<std::string> unmapped;
