@@ -59,12 +59,16 @@ int main(int argc, char** argv) {
   o.store = tw::StoreOptions::FromEnv();
   o.ring_name = tw::ring::DefaultRingName();
   std::string sync = "1s", level = "info", grace = "10s", endpoint, region, ca_file, config;
+  std::string bypass = "15s";
   uint64_t ring_mb = o.ring.ring_bytes >> 20;
   app.add_option("--root", o.root, "Directory holding {tenant}/{db}.db files")->required();
   app.add_option("--replica", o.replica_url, "Replica URL: s3://bucket[/prefix] or file:///path")
       ->required();
   app.add_option("--api", o.api_addr, "Serve the REST API on HOST:PORT (e.g. 127.0.0.1:7070)");
   app.add_option("--sync-interval", sync, "Max time a commit waits before upload (500ms, 1s, 2m)")
+      ->capture_default_str();
+  app.add_option("--bypass-check-interval", bypass,
+                 "How often to look for changes made outside the VFS (0 = never)")
       ->capture_default_str();
   app.add_option("--spool", o.spool_dir, "Local spool directory (default ROOT/.tenantwal/spool)");
   app.add_option("--ring", o.ring_name, "Shared-memory ring name (env TENANTWAL_RING)")
@@ -91,6 +95,12 @@ int main(int argc, char** argv) {
   if (!ParseDuration(sync, &o.sync_interval_us)) {
     fprintf(stderr, "tenantwald: --sync-interval: not a duration: %s (try 500ms, 1s, 2m)\n",
             sync.c_str());
+    return 2;
+  }
+  if (bypass == "0") {
+    o.bypass_check_us = 0;
+  } else if (!ParseDuration(bypass, &o.bypass_check_us)) {
+    fprintf(stderr, "tenantwald: --bypass-check-interval: not a duration: %s\n", bypass.c_str());
     return 2;
   }
   int64_t grace_us = 0;

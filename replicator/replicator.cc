@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -126,6 +127,7 @@ Status Replicator::Start() {
   threads_.emplace_back([this] { FlushLoop(); });
   for (int i = 0; i < opts_.uploaders; ++i) threads_.emplace_back([this] { UploadLoop(); });
   for (int i = 0; i < opts_.snapshotters; ++i) threads_.emplace_back([this] { SnapshotLoop(); });
+  if (opts_.bypass_check_us > 0) threads_.emplace_back([this] { BypassLoop(); });
   return Status::OK();
 }
 
@@ -738,6 +740,110 @@ std::vector<Replicator::DbView> Replicator::Databases() {
     out.push_back(std::move(v));
   }
   return out;
+}
+
+}  // namespace twd
+
+namespace twd {
+
+// Writers that bypass the VFS (a plain sqlite3 CLI, a crashed writer whose
+// last commit was never published) change a database without telling the
+// ring. The capture notices at the next write through the VFS; this loop
+// covers databases that are not written through the VFS again. Every
+// interval it stat()s each active database and its WAL; when they changed
+// since the last look and have been quiet for 2 s (no commit in flight), it
+// compares, under the slot mutex, what the files say with the capture
+// cursor: the wal-index header (salts, mxFrame) in WAL mode, the file change
+// counter in rollback-journal mode. A difference means changes the replica
+// does not have: a new snapshot. Cost: two stat() calls per database per
+// interval; nothing at all is read from unchanged databases.
+void Replicator::BypassLoop() {
+  int64_t next = tw::ring::NowMicros() + opts_.bypass_check_us;
+  while (!stop_) {
+    usleep(100000);
+    const int64_t now = tw::ring::NowMicros();
+    if (now < next) continue;
+    next = now + opts_.bypass_check_us;
+    std::vector<std::shared_ptr<Db>> dbs;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (auto& kv : dbs_) dbs.push_back(kv.second);
+    }
+    for (auto& d : dbs) {
+      if (stop_) return;
+      CheckBypass(d, now);
+    }
+  }
+}
+
+void Replicator::CheckBypass(const std::shared_ptr<Db>& d, int64_t now_us) {
+  {
+    std::lock_guard<std::mutex> lk(d->mu);
+    if (d->phase != Phase::kActive || !d->pending.empty() || d->partial) return;
+  }
+  struct stat sdb, swal;
+  if (stat(d->path.c_str(), &sdb) != 0) return;
+  const bool has_wal = stat((d->path + "-wal").c_str(), &swal) == 0;
+  const int64_t mdb = int64_t(sdb.st_mtim.tv_sec) * 1000000000 + sdb.st_mtim.tv_nsec;
+  const int64_t mwal = has_wal ? int64_t(swal.st_mtim.tv_sec) * 1000000000 + swal.st_mtim.tv_nsec
+                               : 0;
+  const int64_t swal_size = has_wal ? int64_t(swal.st_size) : -1;
+  {
+    std::lock_guard<std::mutex> lk(d->mu);
+    if (mdb == d->seen_db_mtime && mwal == d->seen_wal_mtime &&
+        int64_t(sdb.st_size) == d->seen_db_size && swal_size == d->seen_wal_size) {
+      return;  // untouched since the last look
+    }
+    if (now_us * 1000 - std::max(mdb, mwal) < 2000000000LL) return;  // not quiet yet
+    d->seen_db_mtime = mdb;
+    d->seen_wal_mtime = mwal;
+    d->seen_db_size = int64_t(sdb.st_size);
+    d->seen_wal_size = swal_size;
+  }
+  Slot* s = ring_->slot(d->slot);
+  bool died = false;
+  if (!ring_->LockSlot(s, true, &died).ok()) return;  // busy: a writer is at work
+  std::string why;
+  tw::wal::IndexHeader ih;
+  bool wal = false;
+  {
+    int fd = open((d->path + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
+    uint8_t buf[2 * sizeof(tw::wal::IndexHeader)];
+    if (fd >= 0) {
+      wal = pread(fd, buf, sizeof buf, 0) == ssize_t(sizeof buf) &&
+            tw::wal::ReadIndexHeader(buf, &ih) && has_wal;
+      close(fd);
+    }
+  }
+  if (died) {
+    why = "a writer died holding the capture lock";
+  } else if (wal) {
+    const bool empty_ok = s->cursor_valid == 2 && ih.mxFrame == 0;
+    const bool same = s->cursor_valid == 1 && s->salt1 == ih.aSalt[0] &&
+                      s->salt2 == ih.aSalt[1] && s->frame == ih.mxFrame;
+    if (!same && !empty_ok) {
+      why = "the WAL holds commits that were not captured (a writer bypassed tenantwal or "
+            "died before publishing)";
+    }
+  } else if (s->rb_valid) {
+    int fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
+    uint8_t h[28];
+    if (fd >= 0) {
+      if (pread(fd, h, sizeof h, 0) == ssize_t(sizeof h) &&
+          tw::wal::GetBE32(h + 24) != s->rb_counter) {
+        why = "the database file changed outside tenantwal";
+      }
+      close(fd);
+    }
+  }
+  if (!why.empty()) {
+    s->resync.store(1, std::memory_order_release);
+  }
+  ring_->UnlockSlot(s);
+  if (!why.empty()) {
+    std::lock_guard<std::mutex> lk(d->mu);
+    NeedSnapshotLocked(d.get(), why);
+  }
 }
 
 }  // namespace twd

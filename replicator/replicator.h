@@ -44,6 +44,7 @@ struct Options {
   int uploaders = 4;
   int snapshotters = 2;
   int zstd_level = 3;
+  int64_t bypass_check_us = 15000000;  // --bypass-check-interval (0 = off)
   tw::ring::Options ring;           // used if tenantwald creates the ring
   tw::StoreOptions store;
 };
@@ -102,6 +103,9 @@ struct Db {
   int64_t next_attempt_us = 0;      // backoff for snapshots/uploads
   int failures = 0;
   std::string last_error;
+  // Bypass detection: the files' last observed (mtime ns, size).
+  int64_t seen_db_mtime = 0, seen_wal_mtime = 0;
+  int64_t seen_db_size = -1, seen_wal_size = -1;
 };
 
 class Replicator {
@@ -136,6 +140,8 @@ class Replicator {
   void FlushLoop();
   void UploadLoop();
   void SnapshotLoop();
+  void BypassLoop();
+  void CheckBypass(const std::shared_ptr<Db>& d, int64_t now_us);
   void OnRecord(const tw::ring::RecordHeader* r);
   void OnTxnChunk(Db* d, const tw::ring::RecordHeader* r);
   void NeedSnapshotLocked(Db* d, const std::string& why);
