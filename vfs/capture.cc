@@ -268,7 +268,8 @@ bool PublishTxn(Ring* ring, Slot* s, TwFile* src, const tw::wal::Txn& txn, uint3
 
 // Establishes an unknown cursor from what is on disk and in the wal-index,
 // and asks for a snapshot (the history before it is not in the replica).
-void Establish(Ring* ring, Slot* s, TwFile* main, TwFile* wal) {
+void Establish(Ring* ring, Slot* s, TwFile* main, TwFile* wal,
+               const char* why = nullptr) {
   tw::wal::IndexHeader ih;
   if (main->shm0 && tw::wal::ReadIndexHeader(main->shm0, &ih)) {
     if (ih.mxFrame == 0) {
@@ -303,8 +304,9 @@ void Establish(Ring* ring, Slot* s, TwFile* main, TwFile* wal) {
   } else {
     return;  // nothing to go on yet; stays unknown
   }
-  // First sight (or an unknown cursor): not an error, just a snapshot.
-  FlagResync(ring, s, "history before this point is not captured: snapshot needed", false);
+  // First sight (why == nullptr): not an error, just a snapshot.
+  if (why) FlagResync(ring, s, why);
+  else FlagResync(ring, s, "history before this point is not captured: snapshot needed", false);
 }
 
 // Checks that the log after the cursor holds no committed transaction (we
@@ -461,14 +463,14 @@ void CaptureSync(TwFile* main, SyncReason why) {
     }
     // A log exists that we did not see start: history in doubt.
     s->cursor_valid = kCursorUnknown;
-    Establish(ring, s, main, wal);
+    Establish(ring, s, main, wal, "a WAL was started outside tenantwal");
     ring->UnlockSlot(s);
     return;
   }
   if (!v.has_header || v.hdr.salt1 != s->salt1 || v.hdr.salt2 != s->salt2) {
     if (v.has_header || (have_ih && limit > 0)) {
       s->cursor_valid = kCursorUnknown;
-      Establish(ring, s, main, wal);
+      Establish(ring, s, main, wal, "WAL restarted or replaced outside tenantwal");
     }
     ring->UnlockSlot(s);
     return;
@@ -503,7 +505,7 @@ void CaptureSync(TwFile* main, SyncReason why) {
     // The wal-index says frames up to `limit` are committed but the chain
     // broke before: the log is not what we think it is.
     s->cursor_valid = kCursorUnknown;
-    Establish(ring, s, main, wal);
+    Establish(ring, s, main, wal, "the WAL does not match the wal-index: changed outside tenantwal");
   }
   (void)why;
   ring->UnlockSlot(s);
