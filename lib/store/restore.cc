@@ -385,6 +385,9 @@ Status PlanByTime(ObjectStore* store, const CatalogDatabase& cat, const RestoreO
   for (size_t gi = cat.generations.size(); gi-- > 0 && snap == nullptr;) {
     const CatalogGeneration& g = cat.generations[gi];
     if (!opt.generation.empty() && g.id != opt.generation) continue;
+    // Snapshots committed by T, newest first: the first whose chain runs to
+    // the generation's last segment; failing that, the one reaching furthest.
+    uint64_t best_end = 0;
     for (auto it = g.snapshots.rbegin(); it != g.snapshots.rend(); ++it) {
       SnapshotHeader h;
       TW_RETURN_IF_ERROR(hr.Snapshot(g.id, *it, &h));
@@ -393,13 +396,16 @@ Status PlanByTime(ObjectStore* store, const CatalogDatabase& cat, const RestoreO
         earliest_txid = h.txid;
         earliest_gen = g.id;
       }
-      if (h.commit_us <= T) {
+      if (h.commit_us > T) continue;
+      uint64_t end = ChainEnd(*it, ChainFrom(g, it->min_txid, kRestoreLatest));
+      if (snap == nullptr || end > best_end) {
         snap = &*it;
         snap_hdr = h;
         gen = &g;
         gen_index = gi;
-        break;
+        best_end = end;
       }
+      if (FirstBeyond(g, end) == nullptr) break;
     }
   }
   if (snap == nullptr) {
