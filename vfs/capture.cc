@@ -342,6 +342,19 @@ void CheckNothingBeyond(Ring* ring, Slot* s, TwFile* wal) {
   if (any) FlagResync(ring, s, "WAL holds transactions that were not captured");
 }
 
+// Fault injection for the crash tests (tests/crash/run), in the manner of
+// SQLite's own test hooks: TENANTWAL_TEST_CRASH_BEFORE_PUBLISH=N kills the
+// process with SIGKILL at the N-th capture that has committed frames to
+// publish: after the commit frame reached the WAL, before the ring has it.
+// Unset (always, in production), it costs one branch.
+void MaybeCrashForTest() {
+  static int countdown = [] {
+    const char* e = getenv("TENANTWAL_TEST_CRASH_BEFORE_PUBLISH");
+    return e ? atoi(e) : 0;
+  }();
+  if (countdown > 0 && --countdown == 0) raise(SIGKILL);
+}
+
 Slot* LockedSlot(DbCapture* cap, Ring** ring_out) {
   Ring* ring;
   {
@@ -353,7 +366,10 @@ Slot* LockedSlot(DbCapture* cap, Ring** ring_out) {
   bool died = false;
   if (!ring->LockSlot(s, false, &died).ok()) return nullptr;
   if (died) {
+    // A writer died holding the capture lock, maybe half way through
+    // publishing: the cursor cannot be trusted.
     s->cursor_valid = kCursorUnknown;
+    FlagResync(ring, s, "a writer died while publishing");
   }
   s->last_pid.store(int32_t(getpid()), std::memory_order_relaxed);
   *ring_out = ring;
@@ -486,6 +502,7 @@ void CaptureSync(TwFile* main, SyncReason why) {
     return;
   }
   s->page_size = v.hdr.page_size;
+  MaybeCrashForTest();
   tw::wal::Cursor from{s->salt1, s->salt2, s->frame, s->cksum1, s->cksum2};
   bool dropped = false;
   const uint64_t txid_before = s->txid;
