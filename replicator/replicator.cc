@@ -102,6 +102,11 @@ Status Replicator::Start() {
     return Status::Busy("another tenantwald is using the spool " + opts_.spool_dir);
   }
   TW_RETURN_IF_ERROR(tw::OpenObjectStore(opts_.replica_url, opts_.store, &store_));
+  {
+    auto observed = std::make_unique<ObservedStore>(std::move(store_));
+    observed_ = observed.get();
+    store_ = std::move(observed);
+  }
   TW_RETURN_IF_ERROR(Ring::Open(opts_.ring_name, opts_.ring, true, &ring_));
   auto* h = ring_->header();
   // One consumer per ring.
@@ -194,6 +199,10 @@ std::shared_ptr<Db> Replicator::GetDb(uint32_t index, bool create) {
     d->last_error = Ring::ReadError(s);
     Log(Level::kWarn, "database not replicated",
         {{"path", d->path}, {"reason", d->last_error}});
+  } else if (access(StoppedMarker(d->tenant, d->name).c_str(), F_OK) == 0) {
+    d->phase = Phase::kDeleted;  // stopped through the API
+    d->api_stopped = true;
+    PublishSlot(d.get());
   } else if (s->state.load() == uint32_t(tw::ring::DbState::kDeleted)) {
     d->phase = Phase::kDeleted;
   } else if (ResumeLocked(d.get(), s)) {
@@ -209,7 +218,8 @@ std::shared_ptr<Db> Replicator::GetDb(uint32_t index, bool create) {
     snapshot_q_.push_back(d);
     cv_.notify_all();
     Log(Level::kInfo, "database registered",
-        {{"tenant", d->tenant}, {"db", d->name}, {"path", d->path}});
+        {{"audit", 1}, {"action", "register"}, {"tenant", d->tenant}, {"db", d->name},
+         {"path", d->path}});
   }
   dbs_[index] = d;
   return d;
@@ -323,6 +333,10 @@ void Replicator::OnRecord(const tw::ring::RecordHeader* r) {
   std::lock_guard<std::mutex> lk(d->mu);
   switch (r->type) {
     case tw::ring::kRegister:
+      if (d->api_stopped) {
+        PublishSlot(d.get());  // the VFS reset the slot's state on open: deleted it stays
+        break;
+      }
       if (d->phase == Phase::kDeleted &&
           s->state.load() != uint32_t(tw::ring::DbState::kDeleted)) {
         Log(Level::kInfo, "database re-created: new generation",
@@ -346,7 +360,8 @@ void Replicator::OnRecord(const tw::ring::RecordHeader* r) {
         d->pending_bytes = 0;
         d->partial.reset();
         Log(Level::kInfo, "database deleted: replication stopped, replica kept",
-            {{"tenant", d->tenant}, {"db", d->name}});
+            {{"audit", 1}, {"action", "delete"}, {"source", "vfs"}, {"tenant", d->tenant},
+             {"db", d->name}});
         PublishSlot(d.get());
       }
       break;
@@ -534,8 +549,15 @@ void Replicator::MarkDirtyLocked(Db* d) {
 // databases cost nothing however many there are.
 void Replicator::FlushLoop() {
   const int64_t tick_us = std::clamp<int64_t>(opts_.sync_interval_us / 4, 2000, 10000);
+  std::map<std::string, int64_t> sync_over;  // per-tenant overrides (copy)
+  uint64_t sync_ver = ~0ull;
   while (!stop_) {
     usleep(useconds_t(tick_us));
+    if (settings_version_.load() != sync_ver) {
+      std::lock_guard<std::mutex> lk(settings_mu_);
+      sync_ver = settings_version_.load();
+      sync_over = tenant_sync_us_;
+    }
     std::vector<std::shared_ptr<Db>> dbs;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -550,7 +572,9 @@ void Replicator::FlushLoop() {
         continue;
       }
       const uint64_t want = ring_->slot(d->slot)->flush_txid.load(std::memory_order_acquire);
-      const bool due = now - d->pending_since_us >= opts_.sync_interval_us ||
+      auto so = sync_over.find(d->tenant);
+      const int64_t sync_us = so != sync_over.end() ? so->second : opts_.sync_interval_us;
+      const bool due = now - d->pending_since_us >= sync_us ||
                        d->pending_bytes >= opts_.segment_max_bytes ||
                        want >= d->pending.front().txid;
       if (d->phase != Phase::kActive || !due) {
@@ -621,15 +645,17 @@ void Replicator::UploadLoop() {
         d->durable_txid = std::max(d->durable_txid, s.max_txid);
         d->durable_commit_us = s.last_commit_us;
         d->bytes_uploaded += s.bytes;
+        d->txns_uploaded += s.max_txid - s.min_txid + 1;
         d->failures = 0;
         d->last_error.clear();
         Log(Level::kDebug, "segment uploaded",
             {{"tenant", d->tenant}, {"db", d->name}, {"key", s.key}, {"bytes", s.bytes}});
       } else {
         ++d->failures;
+        ++d->errors;
         d->last_error = "upload " + s.key + ": " + st.ToString();
         Log(Level::kError, "segment upload failed; will retry",
-            {{"tenant", d->tenant}, {"db", d->name}, {"key", s.key}, {"error", st.ToString()}});
+            {{"audit", 1}, {"action", "error"}, {"tenant", d->tenant}, {"db", d->name}, {"key", s.key}, {"error", st.ToString()}});
       }
       PublishSlot(d.get());
       more = !d->sealed.empty();
@@ -682,10 +708,30 @@ void Replicator::SnapshotLoop() {
       if (!d->uploading) break;
       usleep(10000);
     }
+    std::string old_gen;
+    {
+      std::lock_guard<std::mutex> lk(d->mu);
+      old_gen = d->generation;
+    }
     Status st = TakeSnapshot(d);
+    if (st.ok()) {
+      std::lock_guard<std::mutex> lk(d->mu);
+      if (d->generation != old_gen) {
+        Log(Level::kInfo, "snapshot taken: new generation",
+            {{"audit", 1}, {"action", "generation"}, {"tenant", d->tenant}, {"db", d->name},
+             {"oldGeneration", old_gen}, {"generation", d->generation},
+             {"txid", d->last_txid}, {"snapshots", d->snapshots}});
+      }
+    }
     if (!st.ok()) {
       std::lock_guard<std::mutex> lk(d->mu);
       const bool busy = st.code() == tw::Status::kBusy;
+      if (!busy) {
+        ++d->errors;
+        Log(Level::kError, "snapshot failed",
+            {{"audit", 1}, {"action", "error"}, {"tenant", d->tenant}, {"db", d->name},
+             {"error", st.ToString()}});
+      }
       if (!busy) ++d->failures;
       d->last_error = busy ? "" : "snapshot: " + st.ToString();
       int64_t backoff = busy ? 300000 : std::min<int64_t>(30000000, 500000LL << std::min(d->failures, 6));
@@ -731,6 +777,8 @@ std::vector<Replicator::DbView> Replicator::Databases() {
     v.replicated_txid = d->durable_txid;
     v.bytes = d->bytes_uploaded;
     v.snapshots = d->snapshots;
+    v.txns = d->txns_uploaded;
+    v.errors = d->errors;
     v.pending_bytes = d->pending_bytes;
     for (auto& x : d->sealed) v.pending_bytes += x.bytes;
     v.created_us = d->created_us;
@@ -844,6 +892,127 @@ void Replicator::CheckBypass(const std::shared_ptr<Db>& d, int64_t now_us) {
     std::lock_guard<std::mutex> lk(d->mu);
     NeedSnapshotLocked(d.get(), why);
   }
+}
+
+}  // namespace twd
+
+// ---- control plane (the API) -------------------------------------------------
+
+namespace twd {
+
+std::string Replicator::StoppedMarker(const std::string& tenant, const std::string& db) const {
+  return opts_.spool_dir + "/state/" + tenant + "/" + db + ".stopped";
+}
+
+std::shared_ptr<Db> Replicator::FindDb(const std::string& tenant, const std::string& db) {
+  uint32_t idx;
+  if (!ring_->FindSlot(tenant, db, &idx).ok()) return nullptr;
+  return GetDb(idx, false);
+}
+
+Status Replicator::Database(const std::string& tenant, const std::string& db, DbView* out) {
+  auto d = FindDb(tenant, db);
+  if (!d || d->phase == Phase::kNotReplicated) {
+    return Status::NotFound("no database " + tenant + "/" + db);
+  }
+  for (auto& v : Databases()) {
+    if (v.tenant == tenant && v.db == db) {
+      *out = std::move(v);
+      return Status::OK();
+    }
+  }
+  return Status::NotFound("no database " + tenant + "/" + db);
+}
+
+Status Replicator::RegisterDatabase(const std::string& tenant, const std::string& db,
+                                    const std::string& path, bool* created) {
+  *created = false;
+  uint32_t idx;
+  bool new_slot;
+  TW_RETURN_IF_ERROR(ring_->FindOrAddSlot(tenant, db, path, &idx, &new_slot));
+  Slot* s = ring_->slot(idx);
+  if (strncmp(s->path, path.c_str(), sizeof s->path) != 0) {
+    return Status::Aborted(tenant + "/" + db + " is registered for another file: " +
+                           std::string(s->path, strnlen(s->path, sizeof s->path)));
+  }
+  unlink(StoppedMarker(tenant, db).c_str());
+  if (auto d = GetDb(idx, false)) {
+    std::lock_guard<std::mutex> lk(d->mu);
+    if (d->phase != Phase::kDeleted) return Status::OK();  // already registered
+    d->api_stopped = false;
+    d->phase = Phase::kActive;  // so that NeedSnapshotLocked queues it
+    NeedSnapshotLocked(d.get(), "registered again through the API");
+    d->next_attempt_us = 0;
+    PublishSlot(d.get());
+    *created = true;
+    return Status::OK();
+  }
+  GetDb(idx, true);
+  *created = true;
+  return Status::OK();
+}
+
+Status Replicator::StopDatabase(const std::string& tenant, const std::string& db) {
+  auto d = FindDb(tenant, db);
+  if (!d) return Status::NotFound("no database " + tenant + "/" + db);
+  std::lock_guard<std::mutex> lk(d->mu);
+  if (d->phase == Phase::kNotReplicated) return Status::NotFound("no database " + tenant + "/" + db);
+  d->phase = Phase::kDeleted;
+  d->api_stopped = true;
+  ++d->snapshot_epoch;  // a snapshot in progress does not apply
+  d->pending.clear();
+  d->pending_bytes = 0;
+  d->partial.reset();
+  const std::string dir = opts_.spool_dir + "/state/" + tenant;
+  Status st = MkdirAll(dir, 0700);
+  if (st.ok()) {
+    int fd = open(StoppedMarker(tenant, db).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) st = Status::IOError("create " + StoppedMarker(tenant, db) + ": " + strerror(errno));
+    else close(fd);
+  }
+  PublishSlot(d.get());
+  return st;
+}
+
+Status Replicator::RequestSnapshot(const std::string& tenant, const std::string& db,
+                                   bool* queued) {
+  *queued = false;
+  auto d = FindDb(tenant, db);
+  if (!d) return Status::NotFound("no database " + tenant + "/" + db);
+  std::lock_guard<std::mutex> lk(d->mu);
+  if (d->phase == Phase::kNotReplicated) return Status::NotFound("no database " + tenant + "/" + db);
+  if (d->phase == Phase::kDeleted) {
+    return Status::Aborted(tenant + "/" + db + " is deleted: register it again first");
+  }
+  d->next_attempt_us = 0;
+  if (d->phase != Phase::kActive) return Status::OK();  // one is already pending
+  NeedSnapshotLocked(d.get(), "snapshot requested through the API");
+  PublishSlot(d.get());
+  *queued = true;
+  return Status::OK();
+}
+
+void Replicator::SetTenantSyncInterval(const std::string& tenant, int64_t us) {
+  std::lock_guard<std::mutex> lk(settings_mu_);
+  if (us > 0) tenant_sync_us_[tenant] = us;
+  else tenant_sync_us_.erase(tenant);
+  settings_version_.fetch_add(1);
+}
+
+int64_t Replicator::TenantSyncInterval(const std::string& tenant, bool* overridden) const {
+  std::lock_guard<std::mutex> lk(settings_mu_);
+  auto it = tenant_sync_us_.find(tenant);
+  *overridden = it != tenant_sync_us_.end();
+  return *overridden ? it->second : opts_.sync_interval_us;
+}
+
+std::map<std::string, int64_t> Replicator::TenantSyncOverrides() const {
+  std::lock_guard<std::mutex> lk(settings_mu_);
+  return tenant_sync_us_;
+}
+
+StoreHealth Replicator::StoreHealthNow() const {
+  return observed_ ? observed_->Health() : StoreHealth{};
 }
 
 }  // namespace twd

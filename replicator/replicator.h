@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "metrics.h"
 #include "store/format.h"
 #include "store/object_store.h"
 #include "walring/ring.h"
@@ -99,6 +100,9 @@ struct Db {
   int64_t durable_commit_us = 0;
   uint64_t bytes_uploaded = 0;
   uint64_t snapshots = 0;
+  uint64_t txns_uploaded = 0;       // transactions in uploaded segments (metrics)
+  uint64_t errors = 0;              // failed uploads and snapshots (metrics)
+  bool api_stopped = false;         // DELETE /api/databases: stays deleted until registered again
   int64_t last_snapshot_us = 0;
   int64_t next_attempt_us = 0;      // backoff for snapshots/uploads
   int failures = 0;
@@ -123,9 +127,32 @@ class Replicator {
   struct DbView {
     std::string tenant, db, path, phase, generation, last_error;
     uint64_t txid = 0, replicated_txid = 0, bytes = 0, snapshots = 0, pending_bytes = 0;
+    uint64_t txns = 0, errors = 0;
     int64_t created_us = 0, lag_ms = 0, last_snapshot_us = 0;
   };
   std::vector<DbView> Databases();
+  // One database by names (NotFound if unknown).
+  tw::Status Database(const std::string& tenant, const std::string& db, DbView* out);
+  // Registers {root}/{tenant}/{file} by hand (an existing regular file; the
+  // caller validated names and path): it is snapshotted and then replicated
+  // like any other. *created is false if it was already registered (and not
+  // deleted); a deleted database is registered again (new generation).
+  tw::Status RegisterDatabase(const std::string& tenant, const std::string& db,
+                              const std::string& path, bool* created);
+  // Stops replicating (status "deleted"; the replica is kept). It stays
+  // deleted, also across restarts and VFS opens, until registered again.
+  tw::Status StopDatabase(const std::string& tenant, const std::string& db);
+  // Queues a new snapshot (new generation). *queued is false when one is
+  // already pending; Aborted for a deleted or not-replicated database.
+  tw::Status RequestSnapshot(const std::string& tenant, const std::string& db, bool* queued);
+  // Per-tenant sync interval override (us > 0), or back to --sync-interval (0).
+  void SetTenantSyncInterval(const std::string& tenant, int64_t us);
+  // The tenant's effective sync interval; *overridden says whether it is its own.
+  int64_t TenantSyncInterval(const std::string& tenant, bool* overridden) const;
+  std::map<std::string, int64_t> TenantSyncOverrides() const;
+  tw::ObjectStore* store() const { return store_.get(); }
+  // The last outcome of a store request (reachability without a request).
+  StoreHealth StoreHealthNow() const;
   const Options& options() const { return opts_; }
   tw::ring::Ring* ring() const { return ring_.get(); }
   int64_t started_us() const { return started_us_; }
@@ -150,10 +177,16 @@ class Replicator {
   tw::Status SealLocked(Db* d);
   void PublishSlot(Db* d);
   tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);
+  std::shared_ptr<Db> FindDb(const std::string& tenant, const std::string& db);
+  std::string StoppedMarker(const std::string& tenant, const std::string& db) const;
 
   Options opts_;
   std::unique_ptr<tw::ring::Ring> ring_;
   std::unique_ptr<tw::ObjectStore> store_;
+  ObservedStore* observed_ = nullptr;              // store_, seen through its wrapper
+  mutable std::mutex settings_mu_;                 // guards tenant_sync_us_
+  std::map<std::string, int64_t> tenant_sync_us_;  // per-tenant sync interval overrides
+  std::atomic<uint64_t> settings_version_{0};
   std::atomic<bool> stop_{false};
   int lock_fd_ = -1;                               // flock on {spool}/tenantwald.lock
   int64_t started_us_ = 0;
