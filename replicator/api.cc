@@ -1,12 +1,32 @@
-// tenantwald: the REST API (see api.h).
+// tenantwald: the REST API and /metrics (see api.h and docs/API.md).
+//
+// One dispatcher serves every method and path: it splits the raw request
+// target into percent-decoded segments (so "a%2Fb" is one segment, and an
+// invalid name, not a path), checks the bearer token, then routes. A known
+// path with a method it does not support gets 405 with an Allow header.
 #include "api.h"
 
+#include <fcntl.h>
 #include <httplib.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <simdjson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <map>
 #include <set>
+#include <sstream>
 #include <thread>
+#include <vector>
 
+#include "base/names.h"
 #include "log.h"
+#include "metrics.h"
 #include "replicator.h"
 #include "tenantwal/tenantwal.h"
 
@@ -14,6 +34,8 @@ namespace twd {
 
 struct ApiServer::Impl {
   Replicator* rep;
+  ApiOptions opts;
+  std::string token;  // empty: no authentication
   httplib::Server srv;
   std::thread th;
   int port = 0;
@@ -21,12 +43,25 @@ struct ApiServer::Impl {
 
 namespace {
 
+constexpr size_t kMaxBody = 1 << 20;
+const char* const kExts[] = {".db", ".sqlite", ".sqlite3"};
+const char* const kPhases[] = {"pending-snapshot", "snapshotting", "active", "deleted",
+                               "not-replicated"};
+
+// ---- responses ---------------------------------------------------------------
+
 void Error(httplib::Response& res, int status, const char* code, const std::string& msg) {
   std::string body = "{\"error\":{\"code\":";
   JsonQuote(&body, code);
   body += ",\"message\":";
   JsonQuote(&body, msg);
   body += "}}\n";
+  res.status = status;
+  res.set_content(body, "application/json");
+}
+
+void Json(httplib::Response& res, int status, std::string body) {
+  body += "\n";
   res.status = status;
   res.set_content(body, "application/json");
 }
@@ -45,9 +80,779 @@ void Field(std::string* out, const char* k, int64_t v, bool comma = true) {
   *out += std::to_string(v);
 }
 
+void Raw(std::string* out, const char* k, const std::string& json, bool comma = true) {
+  if (comma) out->push_back(',');
+  JsonQuote(out, k);
+  out->push_back(':');
+  *out += json;
+}
+
+void TimeField(std::string* out, const char* k, int64_t us) {
+  if (us > 0) Field(out, k, Rfc3339(us));
+  else Raw(out, k, "null");
+}
+
+std::string DbJson(Replicator* rep, const Replicator::DbView& d) {
+  std::string o = "{";
+  Field(&o, "tenantId", d.tenant, false);
+  Field(&o, "databaseName", d.db);
+  Field(&o, "localPath", d.path);
+  Field(&o, "s3Path", rep->S3Path(d.tenant, d.db));
+  Field(&o, "status", d.phase);
+  Field(&o, "createdAt", Rfc3339(d.created_us));
+  Field(&o, "txid", int64_t(d.txid));
+  Field(&o, "replicatedTxid", int64_t(d.replicated_txid));
+  Field(&o, "lagMs", d.lag_ms);
+  Field(&o, "pendingBytes", int64_t(d.pending_bytes));
+  Field(&o, "generation", d.generation);
+  Field(&o, "bytesReplicated", int64_t(d.bytes));
+  Field(&o, "transactionsReplicated", int64_t(d.txns));
+  Field(&o, "snapshots", int64_t(d.snapshots));
+  Field(&o, "errors", int64_t(d.errors));
+  if (d.last_snapshot_us > 0) Field(&o, "lastSnapshotAt", Rfc3339(d.last_snapshot_us));
+  if (d.last_error.empty()) o += ",\"lastError\":null";
+  else Field(&o, "lastError", d.last_error);
+  o += "}";
+  return o;
+}
+
+// ---- durations ------------------------------------------------------------------
+
+// "500ms", "1s", "2m", "1h" (or a bare number of seconds), 1 ms .. 24 h.
+bool ParseDuration(const std::string& s, int64_t* us) {
+  if (s.empty() || s.size() > 32 || !(isdigit(static_cast<unsigned char>(s[0])))) return false;
+  size_t i = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &i);
+  } catch (...) {
+    return false;
+  }
+  std::string unit = s.substr(i);
+  double mul;
+  if (unit == "ms") mul = 1e3;
+  else if (unit == "s" || unit.empty()) mul = 1e6;
+  else if (unit == "m") mul = 60e6;
+  else if (unit == "h") mul = 3600e6;
+  else return false;
+  if (!(v * mul >= 1000) || v * mul > 86400e6) return false;
+  *us = int64_t(v * mul);
+  return true;
+}
+
+// ---- request target ---------------------------------------------------------------
+
+int HexVal(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Splits the raw path ("/api/databases/a%2Fb/x") into percent-decoded
+// segments; false on a malformed escape. The leading '/' gives no segment.
+bool SplitPath(const std::string& target, std::vector<std::string>* segs) {
+  std::string path = target.substr(0, target.find('?'));
+  if (path.empty() || path[0] != '/') return false;
+  std::string cur;
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      segs->push_back(cur);
+      cur.clear();
+      continue;
+    }
+    char c = path[i];
+    if (c == '%') {
+      if (i + 2 >= path.size()) return false;
+      int h = HexVal(path[i + 1]), l = HexVal(path[i + 2]);
+      if (h < 0 || l < 0) return false;
+      cur.push_back(char(h * 16 + l));
+      i += 2;
+    } else {
+      cur.push_back(c);
+    }
+  }
+  return true;
+}
+
+// ---- authentication ------------------------------------------------------------
+
+// SHA-256 both sides and compare the digests with CRYPTO_memcmp: the time
+// depends neither on where they differ nor on the token's length.
+bool TokenMatches(std::string_view got, const std::string& want) {
+  unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+  unsigned int na = 0, nb = 0;
+  if (!EVP_Digest(got.data(), got.size(), a, &na, EVP_sha256(), nullptr)) return false;
+  if (!EVP_Digest(want.data(), want.size(), b, &nb, EVP_sha256(), nullptr)) return false;
+  return na == nb && CRYPTO_memcmp(a, b, na) == 0;
+}
+
+bool Authorized(const httplib::Request& req, const std::string& token) {
+  if (token.empty()) return true;
+  if (!req.has_header("Authorization")) return false;
+  std::string h = req.get_header_value("Authorization");
+  if (h.size() < 7 || strncasecmp(h.c_str(), "Bearer ", 7) != 0) return false;
+  size_t i = 7;
+  while (i < h.size() && h[i] == ' ') ++i;
+  return TokenMatches(std::string_view(h).substr(i), token);
+}
+
+// ---- JSON bodies ------------------------------------------------------------------
+
+// Parses `body` as one JSON object into *obj (keys unique); sets an error
+// response and returns false otherwise.
+bool ParseObject(const std::string& body, simdjson::dom::parser* parser,
+                 simdjson::dom::object* obj, httplib::Response& res) {
+  simdjson::padded_string ps(body);
+  simdjson::dom::element doc;
+  if (parser->parse(ps).get(doc) != simdjson::SUCCESS) {
+    Error(res, 400, "invalid_json", "the request body is not valid JSON");
+    return false;
+  }
+  if (doc.get_object().get(*obj) != simdjson::SUCCESS) {
+    Error(res, 400, "invalid_json", "the request body must be a JSON object");
+    return false;
+  }
+  std::set<std::string_view> seen;
+  for (auto kv : *obj) {
+    if (!seen.insert(kv.key).second) {
+      Error(res, 400, "invalid_json", "duplicate field \"" + std::string(kv.key) + "\"");
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---- registration paths ----------------------------------------------------------
+
+struct Resolved {
+  int status = 0;  // 0: ok, else the HTTP status of the error
+  std::string code, message;
+  std::string tenant, db, path;
+};
+
+Resolved Fail(int status, const char* code, std::string msg) {
+  Resolved r;
+  r.status = status;
+  r.code = code;
+  r.message = std::move(msg);
+  return r;
+}
+
+// The file must be a regular file (not a symlink) that is empty or starts
+// with SQLite's header: tenantwald runs with privileges an API client may
+// not have, and must not upload an arbitrary file as a "database".
+Resolved CheckFile(Resolved r) {
+  struct stat st;
+  if (lstat(r.path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Fail(404, "not_found", "no such file: " + r.path);
+    return Fail(400, "invalid_path", "cannot stat " + r.path + ": " + strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Fail(400, "invalid_path", r.path + " is not a regular file (symlinks are refused)");
+  }
+  if (st.st_size > 0) {
+    char magic[16] = {};
+    int fd = open(r.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    ssize_t n = fd >= 0 ? pread(fd, magic, sizeof magic, 0) : -1;
+    if (fd >= 0) close(fd);
+    if (n != ssize_t(sizeof magic) || memcmp(magic, "SQLite format 3", 16) != 0) {
+      return Fail(400, "not_a_database", r.path + " is not a SQLite database");
+    }
+  }
+  return r;
+}
+
+// Is `dir` (resolved) exactly {root}/{tenant} for a valid tenant?
+bool TenantDir(const std::string& root, const std::string& dir, std::string* tenant) {
+  if (dir.size() <= root.size() + 1 || dir.compare(0, root.size(), root) != 0 ||
+      dir[root.size()] != '/') {
+    return false;
+  }
+  *tenant = dir.substr(root.size() + 1);
+  return tw::ValidName(*tenant);
+}
+
+Resolved ResolvePath(const std::string& root, const std::string& p) {
+  const char* want = "must be {root}/{tenant}/{db}.db, .sqlite or .sqlite3 under --root ";
+  if (p.empty() || p[0] != '/' || p.size() >= PATH_MAX || p.find('\0') != std::string::npos) {
+    return Fail(400, "invalid_path", std::string("path ") + want + root);
+  }
+  size_t slash = p.rfind('/');
+  std::string dir = slash == 0 ? "/" : p.substr(0, slash), file = p.substr(slash + 1);
+  char buf[PATH_MAX];
+  if (!realpath(dir.c_str(), buf)) {
+    if (errno == ENOENT) return Fail(404, "not_found", "no such directory: " + dir);
+    return Fail(400, "invalid_path", "cannot resolve " + dir + ": " + strerror(errno));
+  }
+  Resolved r;
+  if (!TenantDir(root, buf, &r.tenant)) {
+    return Fail(400, "invalid_path", std::string("path ") + want + root);
+  }
+  for (const char* ext : kExts) {
+    size_t n = strlen(ext);
+    if (file.size() > n && file.compare(file.size() - n, n, ext) == 0) {
+      r.db = file.substr(0, file.size() - n);
+      break;
+    }
+  }
+  if (r.db.empty()) return Fail(400, "invalid_path", std::string("path ") + want + root);
+  if (!tw::ValidName(r.db)) {
+    return Fail(400, "invalid_name",
+                "database name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'");
+  }
+  r.path = root + "/" + r.tenant + "/" + file;
+  return CheckFile(r);
+}
+
+Resolved ResolveNames(const std::string& root, const std::string& tenant, const std::string& db) {
+  if (!tw::ValidName(tenant) || !tw::ValidName(db)) {
+    return Fail(400, "invalid_name",
+                "tenantId and databaseName must be 1-64 characters of [A-Za-z0-9._-], not "
+                "starting with '.'");
+  }
+  char buf[PATH_MAX];
+  const std::string dir = root + "/" + tenant;
+  std::string t;
+  if (!realpath(dir.c_str(), buf) || !TenantDir(root, buf, &t) || t != tenant) {
+    return Fail(404, "not_found", "no tenant directory " + dir);
+  }
+  for (const char* ext : kExts) {
+    Resolved r;
+    r.tenant = tenant;
+    r.db = db;
+    r.path = dir + "/" + db + ext;
+    struct stat st;
+    if (lstat(r.path.c_str(), &st) == 0) return CheckFile(r);
+  }
+  return Fail(404, "not_found", "no file " + dir + "/" + db + ".db, .sqlite or .sqlite3");
+}
+
+// ---- tenants ------------------------------------------------------------------------
+
+struct TenantTotals {
+  int64_t databases = 0, active = 0, deleted = 0, with_errors = 0;
+  int64_t bytes = 0, txns = 0, snapshots = 0, errors = 0, pending = 0, max_lag_ms = 0;
+};
+
+std::map<std::string, TenantTotals> Tenants(Replicator* rep) {
+  std::map<std::string, TenantTotals> m;
+  for (auto& d : rep->Databases()) {
+    if (d.tenant.empty()) continue;
+    TenantTotals& t = m[d.tenant];
+    ++t.databases;
+    t.active += d.phase == "active";
+    t.deleted += d.phase == "deleted";
+    t.with_errors += !d.last_error.empty();
+    t.bytes += int64_t(d.bytes);
+    t.txns += int64_t(d.txns);
+    t.snapshots += int64_t(d.snapshots);
+    t.errors += int64_t(d.errors);
+    t.pending += int64_t(d.pending_bytes);
+    t.max_lag_ms = std::max(t.max_lag_ms, d.lag_ms);
+  }
+  for (auto& kv : rep->TenantSyncOverrides()) m[kv.first];
+  return m;
+}
+
+std::string TenantJson(Replicator* rep, const std::string& name, const TenantTotals& t) {
+  bool own = false;
+  const int64_t sync = rep->TenantSyncInterval(name, &own);
+  std::string o = "{";
+  Field(&o, "tenantId", name, false);
+  Field(&o, "databases", t.databases);
+  Field(&o, "activeDatabases", t.active);
+  Field(&o, "deletedDatabases", t.deleted);
+  Field(&o, "databasesWithErrors", t.with_errors);
+  Field(&o, "bytesReplicated", t.bytes);
+  Field(&o, "transactionsReplicated", t.txns);
+  Field(&o, "snapshots", t.snapshots);
+  Field(&o, "errors", t.errors);
+  Field(&o, "pendingBytes", t.pending);
+  Field(&o, "maxLagMs", t.max_lag_ms);
+  std::string url = rep->options().replica_url;
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  Field(&o, "s3Path", url + "/tenants/" + name + "/");
+  // Settings: only syncInterval can differ per tenant; the others are the
+  // daemon-wide values (null: the feature does not exist yet).
+  Field(&o, "syncInterval", FormatDuration(sync));
+  Field(&o, "syncIntervalSource", std::string(own ? "tenant" : "global"));
+  Raw(&o, "rateLimitBytesPerSecond", "null");
+  Raw(&o, "rateLimitRequestsPerSecond", "null");
+  Raw(&o, "snapshotInterval", "null");
+  Raw(&o, "retention", "null");
+  Field(&o, "replica", rep->options().replica_url);
+  o += "}";
+  return o;
+}
+
+// Settings a PATCH may name but tenantwald cannot apply per tenant yet (501).
+const std::map<std::string, const char*> kUnsupported = {
+    {"rateLimitBytesPerSecond", "tenantwald has no upload rate limiting yet"},
+    {"rateLimitRequestsPerSecond", "tenantwald has no request rate limiting yet"},
+    {"snapshotInterval",
+     "tenantwald takes snapshots only when continuity is in doubt or on request "
+     "(POST /api/databases/{tenant}/{db}/snapshot); periodic snapshots are not supported yet"},
+    {"retention", "tenantwald does not delete old generations yet (no retention)"},
+    {"replica", "the replica is daemon-wide (--replica); a per-tenant replica is not supported yet"},
+};
+const std::set<std::string> kReadOnly = {
+    "tenantId", "databases", "activeDatabases", "deletedDatabases", "databasesWithErrors",
+    "bytesReplicated", "transactionsReplicated", "snapshots", "errors", "pendingBytes",
+    "maxLagMs", "s3Path", "syncIntervalSource"};
+
+// ---- the router ---------------------------------------------------------------------
+
+struct Ctx {
+  Replicator* rep;
+  const ApiOptions* opts;
+  const httplib::Request& req;
+  httplib::Response& res;
+  std::vector<std::string> segs;
+};
+
+bool Names(Ctx& c, const std::string& tenant, const std::string* db) {
+  if (!tw::ValidName(tenant) || (db && !tw::ValidName(*db))) {
+    Error(c.res, 400, "invalid_name",
+          "tenant and database names must be 1-64 characters of [A-Za-z0-9._-], not starting "
+          "with '.'");
+    return false;
+  }
+  return true;
+}
+
+void Health(Ctx& c) {
+  Replicator* rep = c.rep;
+  auto dbs = rep->Databases();
+  std::set<std::string> tenants;
+  std::map<std::string, int64_t> by_phase;
+  int64_t lagging = 0, with_errors = 0;
+  for (auto& d : dbs) {
+    if (!d.tenant.empty()) tenants.insert(d.tenant);
+    ++by_phase[d.phase];
+    lagging += d.replicated_txid < d.txid && d.phase == "active";
+    with_errors += !d.last_error.empty();
+  }
+  auto* ring = rep->ring();
+  auto* h = ring->header();
+  StoreHealth sh = rep->StoreHealthNow();
+  SpoolUsage sp = ScanSpool(rep->options().spool_dir);
+  const bool s3_bad = sh.last_us > 0 && !sh.last_ok;
+  std::string b = "{";
+  Field(&b, "status", std::string(s3_bad ? "degraded" : "ok"), false);
+  Field(&b, "version", std::string(TENANTWAL_VERSION));
+  Field(&b, "uptimeSeconds", (tw::ring::NowMicros() - rep->started_us()) / 1000000);
+  Field(&b, "startedAt", Rfc3339(rep->started_us()));
+  b += ",\"ring\":{";
+  Field(&b, "name", ring->name(), false);
+  Field(&b, "usedBytes", int64_t(ring->used_bytes()));
+  Field(&b, "capacityBytes", int64_t(h->ring_capacity));
+  Field(&b, "recordsWritten", int64_t(h->records_written.load()));
+  Field(&b, "recordsDropped", int64_t(h->records_dropped.load()));
+  Field(&b, "bytesDropped", int64_t(h->bytes_dropped.load()));
+  Field(&b, "recordsAbandoned", int64_t(h->records_abandoned.load()));
+  Field(&b, "slotsUsed", int64_t(h->slots_used.load()));
+  Field(&b, "slotCount", int64_t(h->slot_count));
+  b += "},\"spool\":{";
+  Field(&b, "path", rep->options().spool_dir, false);
+  Field(&b, "files", int64_t(sp.files));
+  Field(&b, "usedBytes", int64_t(sp.bytes));
+  Field(&b, "freeBytes", int64_t(sp.free_bytes));
+  Field(&b, "filesystemBytes", int64_t(sp.total_bytes));
+  b += "},\"s3\":{";
+  Field(&b, "replica", rep->options().replica_url, false);
+  // Reachability from the last request the replicator made (no request is
+  // sent for a health check): null until one was made.
+  Raw(&b, "reachable", sh.last_us == 0 ? "null" : sh.last_ok ? "true" : "false");
+  TimeField(&b, "lastRequestAt", sh.last_us);
+  if (sh.last_us > 0) Field(&b, "lastOperation", sh.last_op);
+  else Raw(&b, "lastOperation", "null");
+  TimeField(&b, "lastSuccessAt", sh.last_ok_us);
+  TimeField(&b, "lastFailureAt", sh.last_fail_us);
+  if (sh.last_error.empty()) Raw(&b, "lastError", "null");
+  else Field(&b, "lastError", sh.last_error);
+  b += ",\"requests\":{";
+  size_t i = 0;
+  for (auto& [op, rf] : rep->store()->RequestCounts()) {
+    if (i++) b += ",";
+    JsonQuote(&b, op);
+    b += ":{";
+    Field(&b, "requests", int64_t(rf.first), false);
+    Field(&b, "failures", int64_t(rf.second));
+    b += "}";
+  }
+  b += "}}";
+  Field(&b, "replica", rep->options().replica_url);
+  Field(&b, "totalTenants", int64_t(tenants.size()));
+  Field(&b, "totalDatabases", int64_t(dbs.size()));
+  b += ",\"databasesByStatus\":{";
+  i = 0;
+  for (auto& [p, n] : by_phase) Field(&b, p.c_str(), n, i++ > 0);
+  b += "}";
+  Field(&b, "laggingDatabases", lagging);
+  Field(&b, "databasesWithErrors", with_errors);
+  b += "}";
+  Json(c.res, 200, b);
+}
+
+bool ParseCount(Ctx& c, const char* name, int64_t lo, int64_t hi, int64_t* out) {
+  if (!c.req.has_param(name)) return true;
+  const std::string v = c.req.get_param_value(name);
+  char* end = nullptr;
+  errno = 0;
+  long long n = v.empty() || !isdigit(static_cast<unsigned char>(v[0])) ? -1
+                                                                       : strtoll(v.c_str(), &end, 10);
+  if (n < lo || n > hi || errno != 0 || !end || *end != 0) {
+    Error(c.res, 400, "invalid_parameter",
+          std::string(name) + " must be an integer from " + std::to_string(lo) + " to " +
+              std::to_string(hi));
+    return false;
+  }
+  *out = n;
+  return true;
+}
+
+void ListDatabases(Ctx& c) {
+  Replicator* rep = c.rep;
+  for (auto& [k, v] : c.req.params) {
+    if (k != "tenant" && k != "status" && k != "limit" && k != "offset") {
+      Error(c.res, 400, "invalid_parameter", "unknown query parameter " + k);
+      return;
+    }
+    (void)v;
+  }
+  std::string want_tenant = c.req.has_param("tenant") ? c.req.get_param_value("tenant") : "";
+  std::string want_status = c.req.has_param("status") ? c.req.get_param_value("status") : "";
+  if (c.req.has_param("tenant") && !Names(c, want_tenant, nullptr)) return;
+  if (c.req.has_param("status") &&
+      std::find_if(std::begin(kPhases), std::end(kPhases),
+                   [&](const char* p) { return want_status == p; }) == std::end(kPhases)) {
+    Error(c.res, 400, "invalid_parameter",
+          "status must be one of pending-snapshot, snapshotting, active, deleted");
+    return;
+  }
+  int64_t limit = -1, offset = 0;
+  if (!ParseCount(c, "limit", 1, 100000, &limit) || !ParseCount(c, "offset", 0, 1LL << 40, &offset)) {
+    return;
+  }
+  auto dbs = rep->Databases();
+  std::sort(dbs.begin(), dbs.end(), [](const Replicator::DbView& a, const Replicator::DbView& b) {
+    return std::tie(a.tenant, a.db) < std::tie(b.tenant, b.db);
+  });
+  std::set<std::string> tenants, active;
+  std::string list;
+  int64_t n = 0, shown = 0;
+  for (auto& d : dbs) {
+    if (d.tenant.empty()) continue;  // not replicated: no identity
+    if (!want_tenant.empty() && d.tenant != want_tenant) continue;
+    if (!want_status.empty() && d.phase != want_status) continue;
+    tenants.insert(d.tenant);
+    if (d.phase == "active") active.insert(d.tenant);
+    const int64_t idx = n++;
+    if (idx < offset || (limit >= 0 && idx >= offset + limit)) continue;
+    if (shown++) list.push_back(',');
+    list += DbJson(rep, d);
+  }
+  std::string b = "{";
+  Field(&b, "totalTenants", int64_t(tenants.size()), false);
+  Field(&b, "totalDatabases", n);
+  Field(&b, "offset", offset);
+  if (limit >= 0) Field(&b, "limit", limit);
+  else Raw(&b, "limit", "null");
+  Field(&b, "count", shown);
+  if (offset + shown < n) Field(&b, "next", offset + shown);
+  else Raw(&b, "next", "null");
+  b += ",\"activeTenants\":[";
+  size_t i = 0;
+  for (auto& t : active) {
+    if (i++) b.push_back(',');
+    JsonQuote(&b, t);
+  }
+  b += "],\"databases\":[" + list + "]}";
+  Json(c.res, 200, b);
+}
+
+void RegisterDatabase(Ctx& c) {
+  Replicator* rep = c.rep;
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (!ParseObject(c.req.body, &parser, &obj, c.res)) return;
+  std::string path, tenant, db;
+  bool has_path = false, has_t = false, has_d = false;
+  for (auto kv : obj) {
+    std::string_view v;
+    const std::string key(kv.key);
+    if (key != "path" && key != "tenantId" && key != "databaseName") {
+      Error(c.res, 400, "unknown_field",
+            "unknown field \"" + key + "\" (give \"path\", or \"tenantId\" and \"databaseName\")");
+      return;
+    }
+    if (kv.value.get_string().get(v) != simdjson::SUCCESS) {
+      Error(c.res, 400, "invalid_field", "\"" + key + "\" must be a string");
+      return;
+    }
+    if (key == "path") has_path = true, path = std::string(v);
+    if (key == "tenantId") has_t = true, tenant = std::string(v);
+    if (key == "databaseName") has_d = true, db = std::string(v);
+  }
+  if (has_path == (has_t || has_d) || (!has_path && has_t != has_d)) {
+    Error(c.res, 400, "invalid_body",
+          "give either \"path\", or both \"tenantId\" and \"databaseName\"");
+    return;
+  }
+  const std::string& root = rep->options().root;
+  Resolved r = has_path ? ResolvePath(root, path) : ResolveNames(root, tenant, db);
+  if (r.status) {
+    Error(c.res, r.status, r.code.c_str(), r.message);
+    return;
+  }
+  bool created = false;
+  tw::Status st = rep->RegisterDatabase(r.tenant, r.db, r.path, &created);
+  if (st.code() == tw::Status::kAborted) {
+    Error(c.res, 409, "conflict", st.message());
+    return;
+  }
+  if (st.code() == tw::Status::kNoSpace) {
+    Error(c.res, 507, "registry_full", st.message());
+    return;
+  }
+  if (!st.ok()) {
+    Error(c.res, 500, "internal", st.ToString());
+    return;
+  }
+  if (!created) {
+    Error(c.res, 409, "already_registered", r.tenant + "/" + r.db + " is already registered");
+    return;
+  }
+  Log(Level::kInfo, "database registered through the API",
+      {{"audit", 1}, {"action", "register"}, {"source", "api"}, {"tenant", r.tenant},
+       {"db", r.db}, {"path", r.path}, {"remote", c.req.remote_addr}});
+  Replicator::DbView v;
+  if (!rep->Database(r.tenant, r.db, &v).ok()) {
+    Error(c.res, 500, "internal", "registered, but not found afterwards");
+    return;
+  }
+  c.res.set_header("Location", "/api/databases/" + r.tenant + "/" + r.db);
+  Json(c.res, 201, DbJson(rep, v));
+}
+
+void OneDatabase(Ctx& c, const std::string& tenant, const std::string& db, bool del) {
+  Replicator* rep = c.rep;
+  Replicator::DbView v;
+  if (!rep->Database(tenant, db, &v).ok()) {
+    Error(c.res, 404, "not_found", "no database " + tenant + "/" + db);
+    return;
+  }
+  if (del) {
+    const bool was = v.phase == "deleted";
+    tw::Status st = rep->StopDatabase(tenant, db);
+    if (st.IsNotFound()) {
+      Error(c.res, 404, "not_found", st.message());
+      return;
+    }
+    if (!st.ok()) {
+      // Stopped in memory, but the marker that keeps it stopped across a
+      // restart could not be written: say so.
+      Error(c.res, 500, "internal", "replication stopped, but " + st.ToString());
+      return;
+    }
+    if (!was) {
+      Log(Level::kInfo, "database deleted through the API: replication stopped, replica kept",
+          {{"audit", 1}, {"action", "delete"}, {"source", "api"}, {"tenant", tenant},
+           {"db", db}, {"remote", c.req.remote_addr}});
+    }
+    rep->Database(tenant, db, &v);
+  }
+  Json(c.res, 200, DbJson(rep, v));
+}
+
+void Snapshot(Ctx& c, const std::string& tenant, const std::string& db) {
+  if (!c.req.body.empty()) {
+    simdjson::dom::parser parser;
+    simdjson::dom::object obj;
+    if (!ParseObject(c.req.body, &parser, &obj, c.res)) return;
+    for (auto kv : obj) {
+      Error(c.res, 400, "unknown_field",
+            "unknown field \"" + std::string(kv.key) + "\" (the body must be empty or {})");
+      return;
+    }
+  }
+  bool queued = false;
+  tw::Status st = c.rep->RequestSnapshot(tenant, db, &queued);
+  if (st.IsNotFound()) {
+    Error(c.res, 404, "not_found", st.message());
+    return;
+  }
+  if (st.code() == tw::Status::kAborted) {
+    Error(c.res, 409, "conflict", st.message());
+    return;
+  }
+  Log(Level::kInfo, "snapshot requested through the API",
+      {{"audit", 1}, {"action", "snapshot"}, {"source", "api"}, {"tenant", tenant}, {"db", db},
+       {"queued", queued ? 1 : 0}, {"remote", c.req.remote_addr}});
+  Replicator::DbView v;
+  c.rep->Database(tenant, db, &v);
+  std::string b = "{";
+  Field(&b, "tenantId", tenant, false);
+  Field(&b, "databaseName", db);
+  Raw(&b, "accepted", "true");
+  Raw(&b, "alreadyPending", queued ? "false" : "true");
+  Field(&b, "status", v.phase);
+  Field(&b, "generation", v.generation);
+  Field(&b, "snapshots", int64_t(v.snapshots));
+  Field(&b, "message", std::string("a new snapshot (and generation) will be uploaded; watch "
+                                   "snapshots/generation in GET /api/databases/") +
+                           tenant + "/" + db);
+  b += "}";
+  Json(c.res, 202, b);
+}
+
+void ListTenants(Ctx& c) {
+  auto m = Tenants(c.rep);
+  std::string b = "{";
+  Field(&b, "totalTenants", int64_t(m.size()), false);
+  b += ",\"tenants\":[";
+  size_t i = 0;
+  for (auto& [name, t] : m) {
+    if (i++) b += ",";
+    b += TenantJson(c.rep, name, t);
+  }
+  b += "]}";
+  Json(c.res, 200, b);
+}
+
+void OneTenant(Ctx& c, const std::string& tenant) {
+  auto m = Tenants(c.rep);
+  auto it = m.find(tenant);
+  if (it == m.end()) {
+    Error(c.res, 404, "not_found", "no tenant " + tenant + " (no databases, no settings)");
+    return;
+  }
+  Json(c.res, 200, TenantJson(c.rep, tenant, it->second));
+}
+
+void PatchTenant(Ctx& c, const std::string& tenant) {
+  simdjson::dom::parser parser;
+  simdjson::dom::object obj;
+  if (!ParseObject(c.req.body, &parser, &obj, c.res)) return;
+  // Validate everything first: a request is applied whole or not at all.
+  bool set_sync = false;
+  int64_t sync_us = 0;  // 0: back to the global value
+  std::vector<std::string> unsupported;
+  for (auto kv : obj) {
+    const std::string key(kv.key);
+    if (key == "syncInterval") {
+      std::string_view v;
+      if (kv.value.is_null()) {
+        sync_us = 0;
+      } else if (kv.value.get_string().get(v) != simdjson::SUCCESS ||
+                 !ParseDuration(std::string(v), &sync_us)) {
+        Error(c.res, 400, "invalid_field",
+              "syncInterval must be a duration from 1ms to 24h (\"500ms\", \"2s\", \"1m\") or "
+              "null for the global value");
+        return;
+      }
+      set_sync = true;
+    } else if (kUnsupported.count(key)) {
+      unsupported.push_back(key);
+    } else if (kReadOnly.count(key)) {
+      Error(c.res, 400, "read_only", "\"" + key + "\" is read-only");
+      return;
+    } else {
+      Error(c.res, 400, "unknown_field", "unknown setting \"" + key + "\"");
+      return;
+    }
+  }
+  if (!unsupported.empty()) {
+    std::string msg;
+    for (auto& k : unsupported) {
+      if (!msg.empty()) msg += "; ";
+      msg += k + " cannot be set per tenant: " + kUnsupported.at(k);
+    }
+    Error(c.res, 501, "not_implemented", msg + " (nothing was changed)");
+    return;
+  }
+  if (set_sync) {
+    bool own = false;
+    const int64_t old = c.rep->TenantSyncInterval(tenant, &own);
+    c.rep->SetTenantSyncInterval(tenant, sync_us);
+    bool now_own = false;
+    const int64_t now = c.rep->TenantSyncInterval(tenant, &now_own);
+    Log(Level::kInfo, "tenant settings changed",
+        {{"audit", 1}, {"action", "settings"}, {"source", "api"}, {"tenant", tenant},
+         {"db", "*"}, {"setting", "syncInterval"},
+         {"old", FormatDuration(old) + (own ? "" : " (global)")},
+         {"new", FormatDuration(now) + (now_own ? "" : " (global)")},
+         {"remote", c.req.remote_addr}});
+  }
+  auto m = Tenants(c.rep);
+  Json(c.res, 200, TenantJson(c.rep, tenant, m[tenant]));
+}
+
+// Routes one request. Sets 404/405 for unknown paths and methods.
+void Dispatch(Ctx& c) {
+  const auto& s = c.segs;
+  const std::string& m = c.req.method;
+  const bool get = m == "GET" || m == "HEAD";
+  auto allow = [&](const char* methods) {
+    c.res.set_header("Allow", methods);
+    if (m == "OPTIONS") {
+      c.res.status = 204;
+      return;
+    }
+    Error(c.res, 405, "method_not_allowed",
+          m + " is not allowed on this path (allowed: " + methods + ")");
+  };
+  if (s.size() == 1 && s[0] == "metrics") {
+    if (!get) return allow("GET, HEAD");
+    MetricsOptions mo;
+    mo.db_label_limit = c.opts->metrics_db_label_limit;
+    c.res.status = 200;
+    c.res.set_content(RenderMetrics(c.rep, mo), "text/plain; version=0.0.4; charset=utf-8");
+    return;
+  }
+  if (s.size() < 2 || s[0] != "api") {
+    return Error(c.res, 404, "not_found", "no such endpoint");
+  }
+  if (s.size() == 2 && s[1] == "health") {
+    if (!get) return allow("GET, HEAD");
+    return Health(c);
+  }
+  if (s[1] == "databases") {
+    if (s.size() == 2) {
+      if (get) return ListDatabases(c);
+      if (m == "POST") return RegisterDatabase(c);
+      return allow("GET, HEAD, POST");
+    }
+    if (s.size() == 4 || (s.size() == 5 && s[4] == "snapshot")) {
+      if (s.size() == 4 && !get && m != "DELETE") return allow("GET, HEAD, DELETE");
+      if (s.size() == 5 && m != "POST") return allow("POST");
+      if (!Names(c, s[2], &s[3])) return;
+      if (s.size() == 5) return Snapshot(c, s[2], s[3]);
+      return OneDatabase(c, s[2], s[3], m == "DELETE");
+    }
+  }
+  if (s[1] == "tenants") {
+    if (s.size() == 2) {
+      if (!get) return allow("GET, HEAD");
+      return ListTenants(c);
+    }
+    if (s.size() == 3) {
+      if (!get && m != "PATCH") return allow("GET, HEAD, PATCH");
+      if (!Names(c, s[2], nullptr)) return;
+      if (m == "PATCH") return PatchTenant(c, s[2]);
+      return OneTenant(c, s[2]);
+    }
+  }
+  Error(c.res, 404, "not_found", "no such endpoint");
+}
+
 }  // namespace
 
-ApiServer::ApiServer(Replicator* r) : impl_(std::make_unique<Impl>()) { impl_->rep = r; }
+ApiServer::ApiServer(Replicator* r, ApiOptions o) : impl_(std::make_unique<Impl>()) {
+  impl_->rep = r;
+  impl_->opts = std::move(o);
+}
 
 ApiServer::~ApiServer() { Stop(); }
 
@@ -61,9 +866,32 @@ tw::Status ApiServer::Start(const std::string& addr) {
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
-  Replicator* rep = impl_->rep;
+  if (!impl_->opts.token_file.empty()) {
+    const std::string& f = impl_->opts.token_file;
+    std::ifstream in(f, std::ios::binary);
+    if (!in) return tw::Status::InvalidArgument("--api-token-file " + f + ": cannot read it");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string tok = ss.str();
+    while (!tok.empty() && isspace(static_cast<unsigned char>(tok.back()))) tok.pop_back();
+    while (!tok.empty() && isspace(static_cast<unsigned char>(tok.front()))) tok.erase(0, 1);
+    if (tok.empty()) return tw::Status::InvalidArgument("--api-token-file " + f + " is empty");
+    for (unsigned char ch : tok) {
+      if (ch < 0x21 || ch > 0x7e) {
+        return tw::Status::InvalidArgument("--api-token-file " + f +
+                                           ": the token must be printable ASCII without spaces");
+      }
+    }
+    struct stat st;
+    if (stat(f.c_str(), &st) == 0 && (st.st_mode & 0077)) {
+      Log(Level::kWarn, "API token file is readable by group or others; chmod 600 it",
+          {{"file", f}});
+    }
+    impl_->token = tok;
+  }
+  Impl* im = impl_.get();
   auto& srv = impl_->srv;
-  srv.set_payload_max_length(1 << 20);
+  srv.set_payload_max_length(kMaxBody);
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets a
   // second daemon bind the same port silently and split the requests.
   srv.set_socket_options([](socket_t sock) {
@@ -71,80 +899,39 @@ tw::Status ApiServer::Start(const std::string& addr) {
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof yes);
   });
 
-  srv.Get("/api/health", [rep](const httplib::Request&, httplib::Response& res) {
-    auto dbs = rep->Databases();
-    std::set<std::string> tenants;
-    for (auto& d : dbs) if (!d.tenant.empty()) tenants.insert(d.tenant);
-    auto* ring = rep->ring();
-    auto* h = ring->header();
-    std::string b = "{";
-    Field(&b, "status", std::string("ok"), false);
-    Field(&b, "version", std::string(TENANTWAL_VERSION));
-    Field(&b, "uptimeSeconds", (tw::ring::NowMicros() - rep->started_us()) / 1000000);
-    b += ",\"ring\":{";
-    Field(&b, "name", ring->name(), false);
-    Field(&b, "usedBytes", int64_t(ring->used_bytes()));
-    Field(&b, "capacityBytes", int64_t(h->ring_capacity));
-    Field(&b, "recordsDropped", int64_t(h->records_dropped.load()));
-    Field(&b, "recordsAbandoned", int64_t(h->records_abandoned.load()));
-    b += "}";
-    Field(&b, "replica", rep->options().replica_url);
-    Field(&b, "totalTenants", int64_t(tenants.size()));
-    Field(&b, "totalDatabases", int64_t(dbs.size()));
-    b += "}\n";
-    res.set_content(b, "application/json");
-  });
-
-  srv.Get("/api/databases", [rep](const httplib::Request& req, httplib::Response& res) {
-    std::string want_tenant = req.has_param("tenant") ? req.get_param_value("tenant") : "";
-    std::string want_status = req.has_param("status") ? req.get_param_value("status") : "";
-    auto dbs = rep->Databases();
-    std::set<std::string> tenants, active;
-    std::string list;
-    size_t n = 0;
-    for (auto& d : dbs) {
-      if (d.tenant.empty()) continue;  // not replicated: no identity
-      if (!want_tenant.empty() && d.tenant != want_tenant) continue;
-      if (!want_status.empty() && d.phase != want_status) continue;
-      tenants.insert(d.tenant);
-      if (d.phase == "active") active.insert(d.tenant);
-      if (n++) list.push_back(',');
-      list += "{";
-      Field(&list, "tenantId", d.tenant, false);
-      Field(&list, "databaseName", d.db);
-      Field(&list, "localPath", d.path);
-      Field(&list, "s3Path", rep->S3Path(d.tenant, d.db));
-      Field(&list, "status", d.phase);
-      Field(&list, "createdAt", Rfc3339(d.created_us));
-      Field(&list, "txid", int64_t(d.txid));
-      Field(&list, "replicatedTxid", int64_t(d.replicated_txid));
-      Field(&list, "lagMs", d.lag_ms);
-      Field(&list, "pendingBytes", int64_t(d.pending_bytes));
-      Field(&list, "generation", d.generation);
-      Field(&list, "bytesReplicated", int64_t(d.bytes));
-      Field(&list, "snapshots", int64_t(d.snapshots));
-      if (d.last_snapshot_us > 0) Field(&list, "lastSnapshotAt", Rfc3339(d.last_snapshot_us));
-      if (d.last_error.empty()) list += ",\"lastError\":null";
-      else Field(&list, "lastError", d.last_error);
-      list += "}";
+  auto handler = [im](const httplib::Request& req, httplib::Response& res) {
+    if (!Authorized(req, im->token)) {
+      res.set_header("WWW-Authenticate", "Bearer realm=\"tenantwald\"");
+      Error(res, 401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ...)");
+      Log(Level::kWarn, "API request refused: no valid token",
+          {{"method", req.method}, {"remote", req.remote_addr}});
+      return;
     }
-    std::string b = "{";
-    Field(&b, "totalTenants", int64_t(tenants.size()), false);
-    Field(&b, "totalDatabases", int64_t(n));
-    b += ",\"activeTenants\":[";
-    size_t i = 0;
-    for (auto& t : active) {
-      if (i++) b.push_back(',');
-      JsonQuote(&b, t);
+    Ctx c{im->rep, &im->opts, req, res, {}};
+    if (!SplitPath(req.target, &c.segs)) {
+      Error(res, 400, "invalid_path", "malformed percent-encoding in the request path");
+      return;
     }
-    b += "],\"databases\":[" + list + "]}\n";
-    res.set_content(b, "application/json");
-  });
+    Dispatch(c);
+  };
+  const char* any = R"([\s\S]*)";
+  srv.Get(any, handler);
+  srv.Post(any, handler);
+  srv.Put(any, handler);
+  srv.Patch(any, handler);
+  srv.Delete(any, handler);
+  srv.Options(any, handler);
 
   srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) {
-      Error(res, res.status, res.status == 404 ? "not_found" : "error",
-            res.status == 404 ? "no such endpoint" : "request failed");
+    if (!res.body.empty()) return;
+    switch (res.status) {
+      case 400: Error(res, 400, "bad_request", "malformed HTTP request"); break;
+      case 404: Error(res, 404, "not_found", "no such endpoint"); break;
+      case 413:
+        Error(res, 413, "payload_too_large", "request bodies are limited to 1 MiB");
+        break;
+      case 414: Error(res, 414, "uri_too_long", "request target too long"); break;
+      default: Error(res, res.status, "error", "request failed"); break;
     }
   });
 
@@ -158,7 +945,9 @@ tw::Status ApiServer::Start(const std::string& addr) {
     impl_->port = port;
   }
   impl_->th = std::thread([this] { impl_->srv.listen_after_bind(); });
-  Log(Level::kInfo, "API listening", {{"addr", host + ":" + std::to_string(impl_->port)}});
+  Log(Level::kInfo, "API listening",
+      {{"addr", host + ":" + std::to_string(impl_->port)},
+       {"auth", impl_->token.empty() ? "none" : "bearer token"}});
   return tw::Status::OK();
 }
 

@@ -1,6 +1,7 @@
 // tenantwald: the per-host replication daemon (command line and lifecycle).
 //
-//   tenantwald --root DIR --replica URL [--api 127.0.0.1:PORT]
+//   tenantwald --root DIR --replica URL [--api 127.0.0.1:PORT] [--api-token-file F]
+//              [--metrics-db-label-limit N]
 //              [--sync-interval 1s] [--spool DIR] [--ring NAME] [--config FILE]
 //
 // Runs until SIGINT/SIGTERM, then flushes what it can (up to --shutdown-grace)
@@ -60,11 +61,17 @@ int main(int argc, char** argv) {
   o.ring_name = tw::ring::DefaultRingName();
   std::string sync = "1s", level = "info", grace = "10s", endpoint, region, ca_file, config;
   std::string bypass = "15s";
+  twd::ApiOptions api_opts;
   uint64_t ring_mb = o.ring.ring_bytes >> 20;
   app.add_option("--root", o.root, "Directory holding {tenant}/{db}.db files")->required();
   app.add_option("--replica", o.replica_url, "Replica URL: s3://bucket[/prefix] or file:///path")
       ->required();
   app.add_option("--api", o.api_addr, "Serve the REST API on HOST:PORT (e.g. 127.0.0.1:7070)");
+  app.add_option("--api-token-file", api_opts.token_file,
+                 "Require 'Authorization: Bearer TOKEN' on the API; TOKEN is this file's content");
+  app.add_option("--metrics-db-label-limit", api_opts.metrics_db_label_limit,
+                 "Above this many databases /metrics aggregates per tenant (no db label)")
+      ->capture_default_str();
   app.add_option("--sync-interval", sync, "Max time a commit waits before upload (500ms, 1s, 2m)")
       ->capture_default_str();
   app.add_option("--bypass-check-interval", bypass,
@@ -140,7 +147,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "tenantwald: %s\n", st.ToString().c_str());
     return 2;
   }
-  twd::ApiServer api(&rep);
+  twd::ApiServer api(&rep, api_opts);
   if (!o.api_addr.empty()) {
     st = api.Start(o.api_addr);
     if (!st.ok()) {
