@@ -925,7 +925,11 @@ tw::Status ApiServer::Start(const std::string& addr) {
   srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
     switch (res.status) {
-      case 400: Error(res, 400, "bad_request", "malformed HTTP request"); break;
+      case 400:
+        Error(res, 400, "bad_request",
+              "malformed HTTP request (a POST, PUT or PATCH needs a Content-Length header, "
+              "e.g. curl -d '')");
+        break;
       case 404: Error(res, 404, "not_found", "no such endpoint"); break;
       case 413:
         Error(res, 413, "payload_too_large", "request bodies are limited to 1 MiB");
