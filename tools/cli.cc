@@ -43,6 +43,7 @@ int Main(int argc, char** argv) {
       tw::cli::RegisterVerify(&app),
       tw::cli::RegisterMigrate(&app),
       tw::cli::RegisterImport(&app),
+      tw::cli::RegisterStatus(&app),
   };
 
   try {

@@ -67,6 +67,7 @@ Command RegisterLs(CLI::App* app);
 Command RegisterMigrate(CLI::App* app);  // cmd_migrate.cc
 Command RegisterImport(CLI::App* app);   // cmd_import.cc
 Command RegisterVerify(CLI::App* app);   // cmd_verify.cc
+Command RegisterStatus(CLI::App* app);   // cmd_status.cc
 
 }  // namespace cli
 }  // namespace tw
