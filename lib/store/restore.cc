@@ -823,6 +823,21 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
   struct stat st;
   if (!opt.overwrite && ::lstat(out.c_str(), &st) == 0)
     return Status::InvalidArgument(out + " already exists (use --force to replace it)");
+  // A -wal or -journal left next to the output would be replayed into the
+  // restored file by the next opener: a silently different database.
+  for (const char* sfx : {"-wal", "-journal"}) {
+    if (!opt.overwrite && ::lstat((out + sfx).c_str(), &st) == 0)
+      return Status::InvalidArgument(out + sfx + " exists and would be applied to the restored "
+                                     "database (remove it, or use --force to replace it)");
+  }
+  mode_t out_mode = 0644;
+  if (::stat(out.c_str(), &st) == 0) {
+    out_mode = st.st_mode & 07777;
+  } else {
+    mode_t um = ::umask(0);
+    ::umask(um);
+    out_mode = 0666 & ~um;
+  }
 
   RestorePlan plan;
   TW_RETURN_IF_ERROR(PlanRestore(store, opt, &plan));
@@ -916,8 +931,15 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
   tmp.fd = -1;
   if (opt.integrity_check && db.pages() > 0) TW_RETURN_IF_ERROR(IntegrityCheck(db_tmp));
 
+  ::chmod(db_tmp.c_str(), out_mode);  // like a file the user created (temp files are 0600)
   // Move into place: link() refuses to replace an existing file atomically.
   if (opt.overwrite) {
+    // The old database's -wal/-shm/-journal belong to the old file: drop them
+    // first, or the next opener would replay them into the restored one.
+    for (const char* sfx : {"-wal", "-shm", "-journal"}) {
+      if (::unlink((out + sfx).c_str()) != 0 && errno != ENOENT)
+        return Status::IOError(Errno("remove stale", out + sfx));
+    }
     if (::rename(db_tmp.c_str(), out.c_str()) != 0)
       return Status::IOError(Errno("rename to", out));
   } else {
