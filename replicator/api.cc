@@ -273,6 +273,26 @@ bool TenantDir(const std::string& root, const std::string& dir, std::string* ten
   return tw::ValidName(*tenant);
 }
 
+// "/a/./b/../c" -> "/a/c" without touching the filesystem.
+std::string Lexical(const std::string& p) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i <= p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    std::string seg = p.substr(i, j - i);
+    if (seg == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!seg.empty() && seg != ".") {
+      parts.push_back(seg);
+    }
+    i = j + 1;
+  }
+  std::string out;
+  for (auto& s : parts) out += "/" + s;
+  return out.empty() ? "/" : out;
+}
+
 Resolved ResolvePath(const std::string& root, const std::string& p) {
   const char* want = "must be {root}/{tenant}/{db}.db, .sqlite or .sqlite3 under --root ";
   if (p.empty() || p[0] != '/' || p.size() >= PATH_MAX || p.find('\0') != std::string::npos) {
@@ -282,8 +302,12 @@ Resolved ResolvePath(const std::string& root, const std::string& p) {
   std::string dir = slash == 0 ? "/" : p.substr(0, slash), file = p.substr(slash + 1);
   char buf[PATH_MAX];
   if (!realpath(dir.c_str(), buf)) {
-    if (errno == ENOENT) return Fail(404, "not_found", "no such directory: " + dir);
-    return Fail(400, "invalid_path", "cannot resolve " + dir + ": " + strerror(errno));
+    // Say "not found" only inside the root: nothing about other directories.
+    std::string t;
+    if (errno == ENOENT && TenantDir(root, Lexical(dir), &t)) {
+      return Fail(404, "not_found", "no such directory: " + dir);
+    }
+    return Fail(400, "invalid_path", std::string("path ") + want + root);
   }
   Resolved r;
   if (!TenantDir(root, buf, &r.tenant)) {
