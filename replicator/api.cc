@@ -116,29 +116,6 @@ std::string DbJson(Replicator* rep, const Replicator::DbView& d) {
   return o;
 }
 
-// ---- durations ------------------------------------------------------------------
-
-// "500ms", "1s", "2m", "1h" (or a bare number of seconds), 1 ms .. 24 h.
-bool ParseDuration(const std::string& s, int64_t* us) {
-  if (s.empty() || s.size() > 32 || !(isdigit(static_cast<unsigned char>(s[0])))) return false;
-  size_t i = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &i);
-  } catch (...) {
-    return false;
-  }
-  std::string unit = s.substr(i);
-  double mul;
-  if (unit == "ms") mul = 1e3;
-  else if (unit == "s" || unit.empty()) mul = 1e6;
-  else if (unit == "m") mul = 60e6;
-  else if (unit == "h") mul = 3600e6;
-  else return false;
-  if (!(v * mul >= 1000) || v * mul > 86400e6) return false;
-  *us = int64_t(v * mul);
-  return true;
-}
 
 // ---- request target ---------------------------------------------------------------
 

@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "metrics.h"
 #include "replicator.h"
 #include "tenantwal/tenantwal.h"
 
@@ -23,28 +24,6 @@ namespace {
 volatile sig_atomic_t g_stop = 0;
 void OnSignal(int) { g_stop = 1; }
 
-// Parses "500ms", "1s", "2m", "1h" (or a bare number of seconds) into
-// microseconds. Returns false on anything else.
-bool ParseDuration(const std::string& s, int64_t* us) {
-  if (s.empty()) return false;
-  size_t i = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &i);
-  } catch (...) {
-    return false;
-  }
-  std::string unit = s.substr(i);
-  double mul;
-  if (unit == "ms") mul = 1e3;
-  else if (unit == "s" || unit.empty()) mul = 1e6;
-  else if (unit == "m") mul = 60e6;
-  else if (unit == "h") mul = 3600e6;
-  else return false;
-  if (v <= 0 || v * mul > 86400e6) return false;
-  *us = int64_t(v * mul);
-  return true;
-}
 
 }  // namespace
 
@@ -99,19 +78,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   twd::SetLogLevel(lv);
-  if (!ParseDuration(sync, &o.sync_interval_us)) {
+  if (!twd::ParseDuration(sync, &o.sync_interval_us)) {
     fprintf(stderr, "tenantwald: --sync-interval: not a duration: %s (try 500ms, 1s, 2m)\n",
             sync.c_str());
     return 2;
   }
   if (bypass == "0") {
     o.bypass_check_us = 0;
-  } else if (!ParseDuration(bypass, &o.bypass_check_us)) {
+  } else if (!twd::ParseDuration(bypass, &o.bypass_check_us)) {
     fprintf(stderr, "tenantwald: --bypass-check-interval: not a duration: %s\n", bypass.c_str());
     return 2;
   }
   int64_t grace_us = 0;
-  if (!ParseDuration(grace, &grace_us)) {
+  if (!twd::ParseDuration(grace, &grace_us)) {
     fprintf(stderr, "tenantwald: --shutdown-grace: not a duration: %s\n", grace.c_str());
     return 2;
   }

@@ -94,6 +94,27 @@ SpoolUsage ScanSpool(const std::string& dir) {
   return u;
 }
 
+bool ParseDuration(const std::string& s, int64_t* us) {
+  if (s.empty() || s.size() > 32 || !(isdigit(static_cast<unsigned char>(s[0])))) return false;
+  size_t i = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &i);
+  } catch (...) {
+    return false;
+  }
+  std::string unit = s.substr(i);
+  double mul;
+  if (unit == "ms") mul = 1e3;
+  else if (unit == "s" || unit.empty()) mul = 1e6;
+  else if (unit == "m") mul = 60e6;
+  else if (unit == "h") mul = 3600e6;
+  else return false;
+  if (!(v * mul >= 1000) || v * mul > 86400e6) return false;
+  *us = int64_t(v * mul);
+  return true;
+}
+
 std::string FormatDuration(int64_t us) {
   if (us > 0 && us % 3600000000LL == 0) return std::to_string(us / 3600000000LL) + "h";
   if (us > 0 && us % 60000000LL == 0) return std::to_string(us / 60000000LL) + "m";

@@ -76,4 +76,8 @@ std::string RenderMetrics(Replicator* rep, const MetricsOptions& o);
 // A duration as the API shows it: "500ms", "2s", "1m", "1h", "1.5ms".
 std::string FormatDuration(int64_t us);
 
+// Parses "500ms", "1s", "2m", "1h" (or a bare number of seconds) into
+// microseconds; accepts 1 ms .. 24 h. Returns false on anything else.
+bool ParseDuration(const std::string& s, int64_t* us);
+
 }  // namespace twd

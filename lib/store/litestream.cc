@@ -1,6 +1,7 @@
 // tenantwal: Litestream replica readers (design and accepted versions:
 // litestream.h).
 #include "store/litestream.h"
+#include "store/restore.h"
 
 #include <fcntl.h>
 #include <lz4.h>
@@ -163,33 +164,6 @@ Status MapFile(int fd, const std::string& path, Mapped* m) {
   return Status::OK();
 }
 
-Status IntegrityCheck(const std::string& path) {
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    sqlite3_close(db);
-    return Status::Corruption("database does not open: " + msg);
-  }
-  std::vector<std::string> rows;
-  char* err = nullptr;
-  rc = sqlite3_exec(
-      db, "PRAGMA integrity_check",
-      [](void* arg, int n, char** vals, char**) -> int {
-        auto* out = static_cast<std::vector<std::string>*>(arg);
-        if (n > 0 && out->size() < 5) out->push_back(vals[0] ? vals[0] : "NULL");
-        return 0;
-      },
-      &rows, &err);
-  std::string emsg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  if (rc != SQLITE_OK) return Status::Corruption("integrity_check failed: " + emsg);
-  if (rows.size() == 1 && rows[0] == "ok") return Status::OK();
-  std::string joined;
-  for (const auto& r : rows) joined += (joined.empty() ? "" : "; ") + r;
-  return Status::Corruption("integrity_check: " + (joined.empty() ? "no result" : joined));
-}
 
 // Sets bytes 18 and 19 (file format write/read version) to 1: rollback
 // journal, so the file opens without a WAL (as restore does).
@@ -1077,7 +1051,7 @@ Status RestoreSource(ObjectStore* src, const SourceOptions& o, const std::string
   if (r->pages == 0) return Status::Corruption("the source database is empty (0 pages)");
   TW_RETURN_IF_ERROR(SetRollbackJournal(out.fd, out.path));
   if (::fsync(out.fd) != 0) return Status::IOError(Errno("fsync", out.path));
-  TW_RETURN_IF_ERROR(IntegrityCheck(out.path).Prefix("migrated database"));
+  TW_RETURN_IF_ERROR(tw::IntegrityCheck(out.path).Prefix("migrated database"));
   if (::link(out.path.c_str(), out_path.c_str()) != 0)
     return Status::IOError(Errno("create", out_path));
   return Status::OK();
@@ -1238,7 +1212,7 @@ Status CopyDatabase(const std::string& src_path, const std::string& out_path, ui
   close_all();
   TW_RETURN_IF_ERROR(SetRollbackJournal(out.fd, out.path));
   if (::fsync(out.fd) != 0) return Status::IOError(Errno("fsync", out.path));
-  TW_RETURN_IF_ERROR(IntegrityCheck(out.path).Prefix(src_path));
+  TW_RETURN_IF_ERROR(tw::IntegrityCheck(out.path).Prefix(src_path));
   uint8_t hdr[100];
   size_t got = 0;
   TW_RETURN_IF_ERROR(PreadAll(out.fd, hdr, 100, 0, out.path, &got));

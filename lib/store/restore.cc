@@ -78,6 +78,9 @@ struct TempFiles {
   }
 };
 
+
+}  // namespace
+
 // Runs PRAGMA integrity_check on a closed database file.
 Status IntegrityCheck(const std::string& path) {
   sqlite3* db = nullptr;
@@ -85,7 +88,7 @@ Status IntegrityCheck(const std::string& path) {
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
-    return Status::Corruption("restored database does not open: " + msg);
+    return Status::Corruption("database does not open: " + msg);
   }
   std::vector<std::string> rows;
   char* err = nullptr;
@@ -106,8 +109,6 @@ Status IntegrityCheck(const std::string& path) {
   for (const auto& r : rows) joined += (joined.empty() ? "" : "; ") + r;
   return Status::Corruption("integrity_check: " + (joined.empty() ? "no result" : joined));
 }
-
-}  // namespace
 
 // ---- catalog -----------------------------------------------------------------
 

@@ -300,4 +300,9 @@ Status CompareWithLive(ObjectStore* store, const VerifyOptions& options,
 Status ContentHash(const std::string& path, uint64_t* hash,
                    std::map<std::string, std::pair<uint64_t, uint64_t>>* tables);
 
+// Runs PRAGMA integrity_check on the closed database file at `path`.
+// OK when SQLite answers "ok"; Corruption with up to five of its messages
+// otherwise, or when the file does not open as a database.
+Status IntegrityCheck(const std::string& path);
+
 }  // namespace tw
