@@ -184,11 +184,70 @@ void FlagResync(Ring* ring, Slot* s, const char* why, bool is_error = true) {
   SendRecord(ring, s, tw::ring::kResync);
 }
 
-// Reads `n` bytes at `off` from the real WAL file; short at EOF.
+// The capture's own reads (WAL frames, pages, headers) go straight to the
+// real file's descriptor with pread/fstat when the VFS below is SQLite's
+// "unix" VFS, rather than through its xRead/xFileSize: they are not the
+// application's I/O, so they must not count as such (SQLite's test harness
+// injects I/O errors into the N-th VFS call, and would see ours), and they
+// are cheaper. The descriptor is the `h` field that follows three pointers
+// at the start of the unix VFS's file object (src/os_unix.c, struct
+// unixFile); it is used only after fstat() shows it is the very file (same
+// device and inode as the path). Anything else falls back to xRead.
+int DirectFd(TwFile* f, const std::string& path) {
+  if (f->direct_fd != -2) return f->direct_fd;
+  f->direct_fd = -1;
+  sqlite3_vfs* real = RealVfs();
+  if (!real || std::strncmp(real->zName, "unix", 4) != 0) return -1;
+  struct UnixFileHead {
+    const sqlite3_io_methods* methods;
+    sqlite3_vfs* vfs;
+    void* inode;
+    int h;
+  };
+  int h = reinterpret_cast<const UnixFileHead*>(f->real)->h;
+  struct stat a, b;
+  if (h >= 0 && fstat(h, &a) == 0 && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+      a.st_ino == b.st_ino) {
+    f->direct_fd = h;
+  }
+  return f->direct_fd;
+}
+
+std::string FilePath(TwFile* f) {
+  return f->kind == kWal ? f->cap->path + "-wal" : f->cap->path;
+}
+
+// The size of the real file, in bytes; false on error.
+bool RealSize(TwFile* f, sqlite3_int64* size) {
+  int fd = DirectFd(f, FilePath(f));
+  if (fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return false;
+    *size = sqlite3_int64(st.st_size);
+    return true;
+  }
+  return f->real->pMethods->xFileSize(f->real, size) == SQLITE_OK;
+}
+
+// Reads `n` bytes at `off` from the real file (WAL or database); short at
+// EOF (`size` is the file size); -1 on error.
 long ReadWal(TwFile* wal, void* buf, size_t n, uint64_t off, sqlite3_int64 size) {
   if (int64_t(off) >= size) return 0;
   if (off + n > uint64_t(size)) n = size_t(uint64_t(size) - off);
   if (n == 0) return 0;
+  int fd = DirectFd(wal, FilePath(wal));
+  if (fd >= 0) {
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = pread(fd, static_cast<char*>(buf) + got, n - got, off_t(off + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return -1;
+      if (r == 0) break;
+      got += size_t(r);
+    }
+    if (got < n) std::memset(static_cast<char*>(buf) + got, 0, n - got);
+    return long(n);
+  }
   int rc = wal->real->pMethods->xRead(wal->real, buf, int(n), sqlite3_int64(off));
   if (rc != SQLITE_OK && rc != SQLITE_IOERR_SHORT_READ) return -1;
   return long(n);
@@ -201,7 +260,7 @@ struct WalView {
 };
 
 bool ReadWalView(TwFile* wal, WalView* v) {
-  if (wal->real->pMethods->xFileSize(wal->real, &v->size) != SQLITE_OK) return false;
+  if (!RealSize(wal, &v->size)) return false;
   uint8_t buf[tw::wal::kHeaderSize];
   v->has_header = v->size >= sqlite3_int64(sizeof buf) &&
                   ReadWal(wal, buf, sizeof buf, 0, v->size) == long(sizeof buf) &&
@@ -648,7 +707,7 @@ struct DbHeader {
 // change counter; otherwise the file size decides).
 bool ReadDbHeader(TwFile* main, DbHeader* h) {
   sqlite3_int64 size = 0;
-  if (main->real->pMethods->xFileSize(main->real, &size) != SQLITE_OK || size < 100) return false;
+  if (!RealSize(main, &size) || size < 100) return false;
   uint8_t b[100];
   if (ReadWal(main, b, sizeof b, 0, size) != long(sizeof b)) return false;
   uint32_t ps = (uint32_t(b[16]) << 8) | b[17];
@@ -707,7 +766,7 @@ void RollbackCommit(TwFile* main) {
   }
   DbHeader h;
   sqlite3_int64 size = 0;
-  main->real->pMethods->xFileSize(main->real, &size);
+  RealSize(main, &size);
   if (!ReadDbHeader(main, &h) || rb->odd_write ||
       (rb->page_size != 0 && rb->page_size != h.page_size)) {
     FlagResync(ring, s, "cannot follow this rollback-journal commit");

@@ -176,6 +176,7 @@ int Open(sqlite3_vfs* vfs, const char* name, sqlite3_file* f, int flags, int* ou
   (void)vfs;
   TwFile* p = reinterpret_cast<TwFile*>(f);
   std::memset(p, 0, sizeof *p);
+  p->direct_fd = -2;
   p->real = reinterpret_cast<sqlite3_file*>(p + 1);
   int rc = g_real->xOpen(g_real, name, p->real, flags, out_flags);
   if (rc != SQLITE_OK || p->real->pMethods == nullptr) {

@@ -31,6 +31,8 @@ struct TwFile {
   volatile void* shm0;        // main db: wal-index region 0, once mapped
   uint64_t last_txid;         // main db: last txid this connection published
   struct RollbackPages* rb;   // main db, rollback-journal mode: pages written in this txn
+  int direct_fd;              // capture reads: the real file's descriptor (-1: use xRead,
+                              // -2: not looked up yet); see capture.cc DirectFd
 };
 
 // The VFS below the shim (the default VFS when the extension was loaded).
