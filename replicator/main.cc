@@ -6,6 +6,7 @@
 //
 // Runs until SIGINT/SIGTERM, then flushes what it can (up to --shutdown-grace)
 // and exits 0. Exit 2 for bad flags or setup, 1 for runtime failure.
+#include <grp.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -63,6 +64,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--ring-slots", o.ring.slots, "Registry slots if tenantwald creates the ring")
       ->capture_default_str();
+  std::string ring_group;
+  app.add_option("--ring-group", ring_group,
+                 "Create the ring 0660 with this group, for applications running as other users "
+                 "in that group (default: 0600, owner only)");
   app.add_option("--endpoint", endpoint, "S3 endpoint URL (overrides AWS_ENDPOINT_URL*)");
   app.add_option("--region", region, "S3 region (overrides AWS_REGION)");
   app.add_option("--ca-file", ca_file, "PEM file of CA certificates for S3 TLS");
@@ -97,6 +102,14 @@ int main(int argc, char** argv) {
   if (!config.empty()) {
     fprintf(stderr, "tenantwald: --config is not supported yet\n");
     return 2;
+  }
+  if (!ring_group.empty()) {
+    struct group* g = getgrnam(ring_group.c_str());
+    if (!g) {
+      fprintf(stderr, "tenantwald: --ring-group: no such group: %s\n", ring_group.c_str());
+      return 2;
+    }
+    o.ring.group = int(g->gr_gid);
   }
   if (!endpoint.empty()) o.store.endpoint = endpoint;
   if (!region.empty()) o.store.region = region;

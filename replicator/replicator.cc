@@ -812,6 +812,9 @@ void Replicator::BypassLoop() {
     const int64_t now = tw::ring::NowMicros();
     if (now < next) continue;
     next = now + opts_.bypass_check_us;
+    // New files under --root that no application registered (one that cannot
+    // reach the ring, or a file copied in): register and snapshot them.
+    ScanRoot();
     std::vector<std::shared_ptr<Db>> dbs;
     {
       std::lock_guard<std::mutex> lk(mu_);

@@ -29,6 +29,7 @@
 // are recorded in the slot and turn into a resync, never into an SQLite
 // error; the ring is never waited on beyond TENANTWAL_RING_WAIT_MS (0).
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <vector>
@@ -85,8 +87,20 @@ Ring* GetRing() {
     g_ring_tried = true;
     const char* w = getenv("TENANTWAL_RING_WAIT_MS");
     if (w && *w) g_wait_ms = atoi(w);
-    tw::Status st = Ring::Open(tw::ring::DefaultRingName(), tw::ring::Options(), true, &g_ring);
-    if (!st.ok()) g_ring_error = st.ToString();
+    tw::ring::Options opts;
+    if (const char* g = getenv("TENANTWAL_RING_GROUP")) {
+      if (struct group* gr = getgrnam(g)) opts.group = int(gr->gr_gid);
+    }
+    tw::Status st = Ring::Open(tw::ring::DefaultRingName(), opts, true, &g_ring);
+    if (!st.ok()) {
+      g_ring_error = st.ToString();
+      // The application keeps working; say loudly that nothing is captured
+      // (tenantwald's periodic scan of --root still snapshots these files).
+      sqlite3_log(SQLITE_WARNING, "tenantwal: ring %s unavailable, nothing is captured: %s",
+                  tw::ring::DefaultRingName().c_str(), g_ring_error.c_str());
+      fprintf(stderr, "tenantwal: ring %s unavailable, nothing is captured: %s\n",
+              tw::ring::DefaultRingName().c_str(), g_ring_error.c_str());
+    }
   }
   return g_ring.get();
 }

@@ -97,6 +97,12 @@ Status Ring::Open(const std::string& name, const Options& opts, bool create,
   }
   if (fd < 0) {
     fd = shm_open(shm_name.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (fd >= 0 && opts.group >= 0) {
+      // An existing ring (made by an application, or an earlier run): give
+      // it the configured group if we own it. Errors are not fatal.
+      (void)fchown(fd, -1, opts.group);
+      (void)fchmod(fd, 0660);
+    }
     if (fd < 0) {
       if (errno == ENOENT) return Status::NotFound("no ring " + shm_name);
       return Status::IOError("shm_open " + shm_name + ": " + strerror(errno));
@@ -110,6 +116,7 @@ Status Ring::Open(const std::string& name, const Options& opts, bool create,
     if (cap < 64 * 1024) cap = 64 * 1024;
     total = kHeaderBytes + size_t(slots) * kSlotBytes + cap;
     if (opts.group >= 0) (void)fchown(fd, -1, opts.group);
+    (void)fchmod(fd, mode);  // exactly 0600/0660, whatever the umask
     if (ftruncate(fd, off_t(total)) != 0) {
       int e = errno;
       close(fd);
