@@ -114,9 +114,27 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     // for it), so take no lock at all and come back later.
     return Status::Busy("database not initialized yet");
   }
+  // Rollback-journal databases (header byte 18 is 1; 2 means WAL): a read
+  // transaction alone excludes commits (a writer needs EXCLUSIVE), so no
+  // read-write connection is opened at all. A read-write connection could
+  // roll a journal it finds "hot" back into the file, and an application
+  // that deletes and recreates its files non-atomically would then have a
+  // stale journal played into its new database by us.
+  bool rollback_mode = false;
+  if (!wal_has_frames) {
+    Fd f;
+    f.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
+    uint8_t h[20];
+    rollback_mode = f.fd >= 0 && PRead(f.fd, h, sizeof h, 0) == long(sizeof h) && h[18] == 1;
+  }
   Conn a, b;
-  TW_RETURN_IF_ERROR(OpenConn(d->path, false, &a));
-  TW_RETURN_IF_ERROR(Exec(&a, "BEGIN IMMEDIATE"));
+  if (rollback_mode) {
+    TW_RETURN_IF_ERROR(OpenConn(d->path, true, &b));
+    TW_RETURN_IF_ERROR(Exec(&b, "BEGIN; SELECT count(*) FROM sqlite_master;"));
+  } else {
+    TW_RETURN_IF_ERROR(OpenConn(d->path, false, &a));
+    TW_RETURN_IF_ERROR(Exec(&a, "BEGIN IMMEDIATE"));
+  }
 
   // Step 2: fix S under the write lock and the slot mutex.
   tw::ring::Slot* s = ring_->slot(d->slot);
@@ -134,6 +152,7 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
       // WalCkptInfo.nBackfill follows the two header copies (src/wal.c).
       std::memcpy(&backfilled, buf + 2 * sizeof(tw::wal::IndexHeader), 4);
     }
+    if (rollback_mode) wal = false;  // a -shm left from an earlier WAL era
   }
   uint64_t S;
   uint32_t page_size = 0, n_pages = 0;
@@ -179,12 +198,14 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   ring_->UnlockSlot(s);
 
   // Step 3: pin a read transaction at S, then let writers go.
-  Status rs = OpenConn(d->path, true, &b);
-  if (rs.ok()) rs = Exec(&b, "BEGIN; SELECT count(*) FROM sqlite_master;");
-  Exec(&a, "ROLLBACK");
-  sqlite3_close_v2(a.db);
-  a.db = nullptr;
-  TW_RETURN_IF_ERROR(rs);
+  if (!rollback_mode) {
+    Status rs = OpenConn(d->path, true, &b);
+    if (rs.ok()) rs = Exec(&b, "BEGIN; SELECT count(*) FROM sqlite_master;");
+    Exec(&a, "ROLLBACK");
+    sqlite3_close_v2(a.db);
+    a.db = nullptr;
+    TW_RETURN_IF_ERROR(rs);
+  }
 
   Fd dbf;
   dbf.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
