@@ -233,6 +233,18 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   // Step 4: the WAL overlay (newest frame of each page up to mxFrame).
   std::unordered_map<uint32_t, uint64_t> overlay;
   Fd walf;
+  // nBackfill only grows. Read it again now that B holds its read
+  // transaction: if frames beyond it remained when B began, B holds a read
+  // mark > 0 and no writer can restart the WAL under us; if everything was
+  // backfilled by then, the database file alone is the snapshot.
+  if (wal && ih.mxFrame > 0) {
+    Fd shm;
+    shm.fd = open((d->path + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
+    uint32_t now_backfilled = 0;
+    if (shm.fd >= 0 && PRead(shm.fd, &now_backfilled, 4, 2 * sizeof(tw::wal::IndexHeader)) == 4) {
+      backfilled = std::max(backfilled, now_backfilled);
+    }
+  }
   // When every frame is already in the database file, B may read with
   // read-mark 0, which does not stop a writer from restarting the WAL: then
   // the file alone is the snapshot, and the WAL must not be read at all.
