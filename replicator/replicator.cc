@@ -272,8 +272,22 @@ void Replicator::ScanRoot() {
         std::string db = file.substr(0, file.size() - n);
         if (!tw::ValidName(db)) break;
         std::string path = tdir + "/" + file;
+        // Only regular files (never a symlink out of the root) that are
+        // SQLite databases: the 16-byte magic, or an empty file whose
+        // content is still all in its WAL.
         struct stat st;
-        if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) break;
+        if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) break;
+        if (st.st_size > 0) {
+          char magic[16] = {};
+          int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+          bool sqlite = fd >= 0 && pread(fd, magic, sizeof magic, 0) == ssize_t(sizeof magic) &&
+                        std::memcmp(magic, "SQLite format 3", 16) == 0;
+          if (fd >= 0) close(fd);
+          if (!sqlite) break;
+        } else {
+          struct stat wst;
+          if (stat((path + "-wal").c_str(), &wst) != 0) break;
+        }
         uint32_t idx;
         bool created;
         Status s = ring_->FindOrAddSlot(tenant, db, path, &idx, &created);
