@@ -309,6 +309,7 @@ void Replicator::ScanRoot() {
 
 void Replicator::ConsumeLoop() {
   auto* h = ring_->header();
+  int64_t last_record_us = 0;
   while (!stop_) {
     uint32_t token = ring_->WakeToken();
     const tw::ring::RecordHeader* r = nullptr;
@@ -316,6 +317,7 @@ void Replicator::ConsumeLoop() {
       case Ring::PeekResult::kRecord:
         OnRecord(r);
         ring_->Consume(r);
+        last_record_us = tw::ring::NowMicros();
         break;
       case Ring::PeekResult::kAbandoned: {
         Log(Level::kWarn, "abandoned ring record skipped (producer died)", {{"pid", r->pid}});
@@ -329,12 +331,17 @@ void Replicator::ConsumeLoop() {
         break;
       }
       case Ring::PeekResult::kBusy:
-        ring_->Wait(token, 2);
+        ring_->Wait(token, 2, false);
         break;
-      case Ring::PeekResult::kEmpty:
-        h->consumer_heartbeat_us.store(tw::ring::NowMicros(), std::memory_order_relaxed);
-        ring_->Wait(token, 500);
+      case Ring::PeekResult::kEmpty: {
+        const int64_t now = tw::ring::NowMicros();
+        h->consumer_heartbeat_us.store(now, std::memory_order_relaxed);
+        // Busy in the last second: nap 2 ms without asking to be woken (no
+        // futex call per commit); idle: sleep deep until a producer wakes us.
+        if (now - last_record_us < 1000000) ring_->Wait(token, 2, false);
+        else ring_->Wait(token, 500, true);
         break;
+      }
     }
   }
 }

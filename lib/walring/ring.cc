@@ -335,8 +335,11 @@ Status Ring::Reserve(size_t payload_bytes, int wait_ms, Reservation* r) {
 void Ring::Publish(const Reservation& r) {
   r.hdr->state.store(kReady, std::memory_order_release);
   hdr_->records_written.fetch_add(1, std::memory_order_relaxed);
-  hdr_->wake_seq.fetch_add(1, std::memory_order_acq_rel);
-  if (hdr_->consumer_waiting.load(std::memory_order_acquire)) {
+  hdr_->wake_seq.fetch_add(1, std::memory_order_seq_cst);
+  // Only a consumer in a deep (long) sleep is woken: one that naps for a
+  // few milliseconds between busy periods finds the record by itself, so a
+  // busy writer pays no system call per commit.
+  if (hdr_->consumer_waiting.load(std::memory_order_seq_cst) == 2) {
     Futex(&hdr_->wake_seq, FUTEX_WAKE, 1, nullptr);
   }
 }
@@ -371,8 +374,8 @@ void Ring::Consume(const RecordHeader* rec) {
 
 uint32_t Ring::WakeToken() const { return hdr_->wake_seq.load(std::memory_order_acquire); }
 
-void Ring::Wait(uint32_t token, int timeout_ms) {
-  hdr_->consumer_waiting.store(1, std::memory_order_seq_cst);
+void Ring::Wait(uint32_t token, int timeout_ms, bool deep) {
+  hdr_->consumer_waiting.store(deep ? 2 : 1, std::memory_order_seq_cst);
   struct timespec ts = {timeout_ms / 1000, long(timeout_ms % 1000) * 1000000L};
   // Returns at once if a producer published since `token` was read.
   Futex(&hdr_->wake_seq, FUTEX_WAIT, token, &ts);

@@ -82,7 +82,7 @@ struct alignas(64) ShmHeader {
   alignas(64) std::atomic<uint64_t> head;   // next byte to reserve (monotonic)
   alignas(64) std::atomic<uint64_t> tail;   // next byte to consume (monotonic)
   alignas(64) std::atomic<uint32_t> wake_seq;
-  std::atomic<uint32_t> consumer_waiting;
+  std::atomic<uint32_t> consumer_waiting;  // 0 awake, 1 napping, 2 deep sleep (wake me)
   alignas(64) std::atomic<uint64_t> records_written;
   std::atomic<uint64_t> records_dropped;
   std::atomic<uint64_t> bytes_dropped;
@@ -226,9 +226,12 @@ class Ring {
   void Consume(const RecordHeader* rec);
   // A token to read *before* Peek; Wait(token) then sleeps until a producer
   // publishes after that moment or `timeout_ms` passes (futex), so no wake-up
-  // is lost between Peek and Wait.
+  // is lost between Peek and Wait. Producers wake only a `deep` sleeper: a
+  // consumer that naps briefly while busy (a few ms) is not woken, so a busy
+  // writer makes no futex call per commit; an idle consumer sleeps deep and
+  // costs nothing.
   uint32_t WakeToken() const;
-  void Wait(uint32_t token, int timeout_ms);
+  void Wait(uint32_t token, int timeout_ms, bool deep = true);
   uint64_t used_bytes() const;
 
  private:
