@@ -664,9 +664,19 @@ void CaptureDbDeleted(const char* path) {
   std::lock_guard<std::mutex> lk(g_mu);
   Ring* ring = g_ring.get();
   if (!ring) return;
+  // Usually no connection has it open any more: resolve its identity again.
+  uint32_t idx = UINT32_MAX;
   auto it = g_dbs.find(path);
-  if (it == g_dbs.end() || !it->second->replicated) return;
-  Slot* s = ring->slot(it->second->slot);
+  if (it != g_dbs.end()) {
+    if (!it->second->replicated) return;
+    idx = it->second->slot;
+  } else {
+    DbCapture tmp;
+    tmp.path = path;
+    ResolveIdentity(&tmp, path, ring);
+    if (!tmp.replicated || !ring->FindSlot(tmp.tenant, tmp.db, &idx).ok()) return;
+  }
+  Slot* s = ring->slot(idx);
   s->state.store(uint32_t(tw::ring::DbState::kDeleted));
   s->cursor_valid = kCursorUnknown;
   SendRecord(ring, s, tw::ring::kDelete);
