@@ -113,6 +113,11 @@ def test():
     workload(c)
     c.execute("PRAGMA wal_checkpoint(RESTART)")
     c.execute("INSERT INTO t(v, n) VALUES(x'02', 4000)")
+    # VACUUM INTO a file outside the root: a copy, never captured, and the
+    # source keeps replicating.
+    copy = os.path.join(outdir, "vacuum-into-copy.db")
+    c.execute(f"VACUUM INTO '{copy}'")
+    tw.check(os.path.getsize(copy) > 0, "VACUUM INTO wrote a copy outside the root")
     app.append(("apps", "limits", c))
 
     # ATTACH a second tenant's database through the VFS; one transaction
@@ -139,7 +144,9 @@ def test():
     rows = tw.status_rows(d.db_path("apps", "main"))
     names = {(r["tenant"], r["db"]) for r in rows}
     tw.check(("other", "attached") in names and all(r["path"] for r in rows) and
-             not any("etilqs" in (r["path"] or "") for r in rows),
+             not any("etilqs" in (r["path"] or "") for r in rows) and
+             not any((r["path"] or "").endswith("vacuum-into-copy.db") and r["tenant"]
+                     for r in rows),
              f"status lists the attached database and no temporary file ({len(rows)} rows)")
     gens = d.db_entry("apps", "pagesize")
     tw.check(gens and gens.get("snapshots", 0) >= 2,
