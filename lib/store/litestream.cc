@@ -2,6 +2,7 @@
 // litestream.h).
 #include "store/litestream.h"
 #include "store/restore.h"
+#include "store/file_util.h"
 
 #include <fcntl.h>
 #include <lz4.h>
@@ -20,6 +21,11 @@
 #include "walring/wal.h"
 
 namespace tw::litestream {
+
+using file_util::DirOf;
+using file_util::Errno;
+using file_util::MakeTemp;
+using file_util::PwriteAll;
 
 namespace {
 
@@ -76,24 +82,7 @@ std::string Hex8(uint64_t v) {
   return buf;
 }
 
-std::string Errno(const std::string& what, const std::string& path) {
-  return what + " " + path + ": " + std::strerror(errno);
-}
 
-Status PwriteAll(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& path) {
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(off));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == ENOSPC) return Status::NoSpace(Errno("write", path));
-      return Status::IOError(Errno("write", path));
-    }
-    p += w;
-    n -= size_t(w);
-    off += uint64_t(w);
-  }
-  return Status::OK();
-}
 
 Status PreadAll(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& path, size_t* got) {
   size_t total = 0;
@@ -110,22 +99,7 @@ Status PreadAll(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& p
   return Status::OK();
 }
 
-std::string DirOf(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
 
-Status MakeTemp(const std::string& pattern, std::string* path, int* fd) {
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  int f = ::mkostemp(buf.data(), O_CLOEXEC);
-  if (f < 0) return Status::IOError(Errno("create", pattern));
-  *path = buf.data();
-  *fd = f;
-  return Status::OK();
-}
 
 // A file descriptor + path that are closed and unlinked unless released.
 struct TempFile {
