@@ -382,6 +382,16 @@ void Establish(Ring* ring, Slot* s, TwFile* main, TwFile* wal,
   else FlagResync(ring, s, "history before this point is not captured: snapshot needed", false);
 }
 
+// True when the WAL (as seen in `v`) holds a valid committed transaction
+// after cursor `c`.
+bool CommittedAfter(TwFile* wal, const WalView& v, const tw::wal::Cursor& c) {
+  bool any = false;
+  tw::wal::Scan(v.hdr, c, UINT32_MAX,
+                [&](void* b, size_t n, uint64_t o) { return ReadWal(wal, b, n, o, v.size); },
+                [&](const tw::wal::Txn&) { any = true; return false; });
+  return any;
+}
+
 // Checks that the log after the cursor holds no committed transaction (we
 // are about to lose sight of it). Flags a resync otherwise.
 void CheckNothingBeyond(Ring* ring, Slot* s, TwFile* wal) {
@@ -395,11 +405,7 @@ void CheckNothingBeyond(Ring* ring, Slot* s, TwFile* wal) {
     // Only a header we have not seen could hold frames.
     if (v.has_header && v.size > sqlite3_int64(tw::wal::kHeaderSize)) {
       tw::wal::Cursor c{v.hdr.salt1, v.hdr.salt2, 0, v.hdr.cksum1, v.hdr.cksum2};
-      bool any = false;
-      tw::wal::Scan(v.hdr, c, UINT32_MAX,
-                    [&](void* b, size_t n, uint64_t o) { return ReadWal(wal, b, n, o, v.size); },
-                    [&](const tw::wal::Txn&) { any = true; return false; });
-      if (any) FlagResync(ring, s, "WAL written outside tenantwal");
+      if (CommittedAfter(wal, v, c)) FlagResync(ring, s, "WAL written outside tenantwal");
     }
     return;
   }
@@ -408,11 +414,9 @@ void CheckNothingBeyond(Ring* ring, Slot* s, TwFile* wal) {
     return;
   }
   tw::wal::Cursor c{s->salt1, s->salt2, s->frame, s->cksum1, s->cksum2};
-  bool any = false;
-  tw::wal::Scan(v.hdr, c, UINT32_MAX,
-                [&](void* b, size_t n, uint64_t o) { return ReadWal(wal, b, n, o, v.size); },
-                [&](const tw::wal::Txn&) { any = true; return false; });
-  if (any) FlagResync(ring, s, "WAL holds transactions that were not captured");
+  if (CommittedAfter(wal, v, c)) {
+    FlagResync(ring, s, "WAL holds transactions that were not captured");
+  }
 }
 
 // Fault injection for the crash tests (tests/crash/run), in the manner of
