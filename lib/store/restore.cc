@@ -476,6 +476,37 @@ Status PlanRestore(ObjectStore* store, const RestoreOptions& opt, RestorePlan* p
   return PlanRestore(catalog, opt.target_txid, opt.generation, plan, opt.partial);
 }
 
+Status ResolveRestorePoint(ObjectStore* store, const RestoreOptions& opt, RestorePlan* plan) {
+  if (plan->segments.empty()) return Status::OK();
+  const CatalogObject& last = plan->segments.back();
+  std::string head;
+  TW_RETURN_IF_ERROR(store->GetRange(last.key, 0, kSegmentHeaderSize, &head).Prefix("get " + last.key));
+  SegmentHeader h;
+  TW_RETURN_IF_ERROR(ParseSegmentHeader(head, &h).Prefix("segment " + last.key));
+  plan->headers_read.push_back(last.key);
+  if (!h.points) return Status::OK();
+  std::string bytes;
+  TW_RETURN_IF_ERROR(store->Get(last.key, &bytes).Prefix("get " + last.key));
+  SegmentReader r;
+  TW_RETURN_IF_ERROR(r.Open(bytes).Prefix("segment " + last.key));
+  uint64_t point = last.min_txid - 1;
+  int64_t point_us = 0;
+  const uint64_t target = opt.has_target_time ? kRestoreLatest : opt.target_txid;
+  TW_RETURN_IF_ERROR(r.ForEach(
+      [&](const TxnInfo& t) {
+        if (t.txid > target || (opt.has_target_time && t.commit_us > opt.target_time_us))
+          return false;
+        point = t.txid;
+        point_us = t.commit_us;
+        return true;
+      },
+      nullptr).Prefix("segment " + last.key));
+  plan->coarse = true;
+  plan->txid_min = plan->txid_max = point;
+  plan->point_commit_us = point_us;
+  return Status::OK();
+}
+
 // ---- restore -------------------------------------------------------------------
 
 namespace {
@@ -672,14 +703,15 @@ struct ApplyFailure {
   bool wrote = false;
 };
 
-Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result);
+Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result,
+                   bool* vanished);
 
 // Writes `plan` into the open temp file; on a failure inside a segment sets
 // *failure (and returns OK) so the caller can decide about --partial.
 Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePlan& plan,
                  TempFiles* tmp, const std::string& db_tmp, const std::string& snap_tmp,
                  std::unique_ptr<Rebuild>* rebuild, uint64_t* good_out, int64_t* commit_out,
-                 ApplyFailure* failure, RestoreResult* result) {
+                 ApplyFailure* failure, RestoreResult* result, bool* vanished) {
   const uint64_t target = opt.has_target_time ? kRestoreLatest : plan.txid_max;
   auto stop_before = [&](const TxnInfo& t) {
     if (t.txid > target) return true;
@@ -696,7 +728,11 @@ Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePla
   // The snapshot.
   const std::string& skey = plan.snapshot.key;
   std::string unused;
-  TW_RETURN_IF_ERROR(fetch.Take(0, &unused).Prefix("get " + skey));
+  {
+    Status ts = fetch.Take(0, &unused);
+    if (ts.IsNotFound()) *vanished = true;
+    TW_RETURN_IF_ERROR(ts.Prefix("get " + skey));
+  }
   result->objects_read++;
   result->keys_read.push_back(skey);
   struct stat st;
@@ -751,6 +787,7 @@ Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePla
     };
     std::string bytes;
     Status gs = fetch.Take(i + 1, &bytes);
+    if (gs.IsNotFound()) *vanished = true;
     if (!gs.ok()) return fail(gs.Prefix("get " + seg.key + " (last good txid " +
                                         std::to_string(good) + ")"), false);
     result->objects_read++;
@@ -779,6 +816,14 @@ Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePla
     Status as = ApplySegment(&r, stop_before, &db, &good, &commit_us, &stopped, &wrote,
                              opt.on_state);
     if (!as.ok()) return fail(as.Prefix(ctx), wrote);
+    if (h.points) {
+      // Coarse restore points: the state reached is a point, at or before
+      // the target (exact when the target is itself a point).
+      if (stopped && (opt.has_target_time || good < target)) {
+        result->coarse = true;
+        result->point_level = h.level;
+      }
+    }
     result->segments++;
     prog.objects_done++;
     prog.bytes_done += seg.size;
@@ -791,7 +836,8 @@ Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePla
   return Status::OK();
 }
 
-Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result) {
+Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result,
+                   bool* vanished) {
   TW_RETURN_IF_ERROR(CheckNames(opt));
   const std::string& out = opt.output_path;
   if (out.empty() || out.back() == '/') return Status::InvalidArgument("invalid output path");
@@ -837,7 +883,8 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
   int64_t commit_us = 0;
   ApplyFailure failure;
   TW_RETURN_IF_ERROR(ApplyPlan(store, opt, plan, &tmp, db_tmp, snap_tmp, &rebuild, &good,
-                               &commit_us, &failure, result));
+                               &commit_us, &failure, result, vanished));
+  if (!failure.status.ok() && *vanished) return failure.status;  // Restore() plans again
   if (!failure.status.ok()) {
     if (!opt.partial) return failure.status;
     std::string warn = "stopped at " + failure.key + ": " + failure.status.ToString() +
@@ -854,7 +901,8 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
       RestoreResult r2;
       rebuild.reset();
       tmp.Reset();  // close and remove this attempt's files first
-      Status s2 = RestoreImpl(store, again, &r2);
+      bool vanished2 = false;
+      Status s2 = RestoreImpl(store, again, &r2, &vanished2);
       if (!s2.ok()) return s2.Prefix("--partial: restoring txid " + std::to_string(good));
       std::vector<std::string> warnings = result->warnings;
       warnings.push_back(warn);
@@ -877,7 +925,7 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
   }
   Rebuild& db = *rebuild;
   if (!opt.has_target_time && opt.target_txid != kRestoreLatest && good != opt.target_txid &&
-      !opt.partial)
+      !opt.partial && !result->coarse)
     return Status::NotFound("txid " + std::to_string(opt.target_txid) +
                             " was not found: last good txid is " + std::to_string(good));
   if (!opt.has_target_time && opt.target_txid != kRestoreLatest && good < opt.target_txid &&
@@ -943,7 +991,22 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
 Status Restore(ObjectStore* store, const RestoreOptions& options, RestoreResult* result) {
   *result = RestoreResult();
   try {
-    return RestoreImpl(store, options, result);
+    // Retention and compaction delete objects only after a grace delay
+    // (docs/OPERATIONS.md), so a plan rarely names a deleted object; when it
+    // does, the restore lists and plans again (twice at most). Every attempt
+    // writes only its own temporary file: nothing half-done is kept.
+    for (uint64_t attempt = 0;; attempt++) {
+      bool vanished = false;
+      Status s = RestoreImpl(store, options, result, &vanished);
+      if (s.ok() || !vanished || attempt >= 2) {
+        if (!s.ok() && vanished)
+          s = s.Prefix("an object disappeared while restoring (retention or compaction ran; "
+                       "tried " + std::to_string(attempt + 1) + " plans)");
+        result->replans = attempt;
+        return s;
+      }
+      *result = RestoreResult();
+    }
   } catch (const std::bad_alloc&) {
     return Status::NoSpace("restore: out of memory");
   } catch (const std::exception& e) {
