@@ -435,6 +435,24 @@ Status PlanByTime(ObjectStore* store, const CatalogDatabase& cat, const RestoreO
     }
   }
   plan->reachable_txid = plan->txid_max;
+  if (count < chain.size()) {
+    // T lies before the first restore point of a coarse compacted segment:
+    // the state used is the last point before it (the snapshot or the end
+    // of the previous segment), not necessarily the last commit by T.
+    SegmentHeader next;
+    if (hr.Segment(gen->id, *chain[count], &next).ok() && next.points &&
+        plan->txid_min == plan->txid_max) {
+      plan->coarse = true;
+      plan->coarse_level = next.level;
+      if (count == 0) {
+        plan->point_commit_us = snap_hdr.commit_us;
+      } else {
+        SegmentHeader prev;
+        if (hr.Segment(gen->id, *chain[count - 1], &prev).ok())
+          plan->point_commit_us = prev.last_commit_us;
+      }
+    }
+  }
   if (count == chain.size()) {
     // The chain is exhausted: a segment past a gap that starts by T means
     // the state at T is not reachable.
@@ -866,6 +884,10 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
   result->warnings = plan.warnings;
   result->header_reads = plan.headers_read.size();
   result->partial = plan.partial;
+  if (plan.coarse) {
+    result->coarse = true;
+    result->point_level = plan.coarse_level;
+  }
 
   TempFiles tmp;
   std::string db_tmp, snap_tmp;

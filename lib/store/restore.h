@@ -141,7 +141,10 @@ struct RestorePlan {
   // with coarse restore points (docs/FORMAT.md, "Compaction"); the restore
   // ends at the latest point at or before the target, txid_min == txid_max
   // == that point, committed at point_commit_us.
+  // PlanRestore also sets it for a time target that falls between the
+  // previous state and a coarse segment's first point.
   bool coarse = false;
+  uint32_t coarse_level = 0;
   int64_t point_commit_us = 0;
 };
 
