@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   bool no_compaction = false;
   app.add_option("--snapshot-interval", snap_iv,
                  "Snapshot each database that changed at least this often, in its current "
-                 "generation (0 = only when needed)")
+                 "generation (0 = off: snapshots only when continuity is in doubt)")
       ->capture_default_str();
   app.add_option("--max-concurrent-snapshots", o.snapshotters,
                  "At most this many snapshots run at once on this host")

@@ -150,8 +150,13 @@ void Maintainer::Maintain(const std::string& id, int64_t now) {
     std::lock_guard<std::mutex> lk(mu_);
     if (d->changed_since_snapshot && !d->snapshot_requested) {
       const int64_t interval = rep_->SnapshotIntervalUs(d->tenant);
-      want_snapshot = (interval > 0 && now - d->last_snapshot_us >= interval) ||
-                      (d->db_bytes > 0 && d->bytes_since_snapshot > d->db_bytes);
+      // The size trigger waits at least min(interval, 1 min) after the last
+      // snapshot, so a small, busy database is not snapshotted every tick.
+      const int64_t since = now - d->last_snapshot_us;
+      want_snapshot = interval > 0 &&
+                      (since >= interval ||
+                       (d->db_bytes > 0 && d->bytes_since_snapshot > d->db_bytes &&
+                        since >= std::min<int64_t>(interval, 60 * 1000000LL)));
     }
   }
   if (want_snapshot && rep_->RequestScheduledSnapshot(tenant, db)) {
