@@ -15,7 +15,11 @@ new generation (POST .../snapshot). tenantwald runs with
     reports (never later than the target); some targets are coarse;
   * a restore of the latest state reads few objects;
   * /metrics counts LIST and DELETE requests; once idle (all spans compacted
-    and coarsened), tenantwald makes no request at all for 4 s."""
+    and coarsened), tenantwald makes no request at all for 4 s;
+  * restarted with --retention 5s: while restores run, retention deletes the
+    old generation and old snapshots (after --delete-grace 1s); every restore
+    succeeds with the recorded content or fails leaving no file; the latest
+    state still restores and verify passes."""
 
 import datetime
 import hashlib
@@ -206,6 +210,60 @@ def test():
     time.sleep(4)
     b = requests(d)
     tw.check(a == b, f"idle for 4 s: no request ({a} -> {b})")
+    conn.close()
+    rc = d.stop()
+    tw.check(rc == 0, f"tenantwald exits 0 on SIGTERM (got {rc})")
+
+    # Retention with restores running: restart with --retention 5s; a few
+    # commits make the database active, so its first pass lists and deletes
+    # (after a 1 s grace) everything older than the snapshot that serves
+    # now - 5 s, while restores of the latest state and of recent instants run.
+    d.extra_args = ["--snapshot-interval", "1h", "--retention", "5s",
+                    "--retention-check-interval", "1s", "--delete-grace", "1s",
+                    "--compaction-l1", "1s", "--compaction-l2", "4s", "--exact-window", "10s"]
+    d.start()
+    before = objects(d)
+    conn = tw.connect(path, isolation_level=None)
+    ok = failed = 0
+    deadline = time.time() + 12
+    k = 0
+    while time.time() < deadline:
+        conn.executescript(tw.random_txn_sql(rng, "r", k))
+        records.append({"txid": local_txid(), "before": time.time(), "after": time.time(),
+                        "hash": content_hash(conn)})
+        out = os.path.join(outdir, f"race{k}.db")
+        args = [] if k % 2 == 0 else ["--timestamp", rfc3339(time.time() - 3)]
+        p = cli("restore", "--replica", d.replica, "--tenant", TENANT, "--db", DB, "-o", out,
+                "--json", *args, check=False)
+        if p.returncode == 0:
+            res = json.loads(p.stdout)
+            if file_hash(out) != hash_at(res["txid"]):
+                tw.fail(f"restore during retention: txid {res['txid']} content differs")
+            ok += 1
+            os.unlink(out)
+        else:
+            if os.path.exists(out):
+                tw.fail(f"a failed restore left {out}: {p.stderr}")
+            failed += 1
+        k += 1
+    d.wait_caught_up([(TENANT, DB)], timeout=60, min_txid={(TENANT, DB): local_txid()})
+    after = objects(d)
+    def keys(gs):
+        return {o["key"] for g in gs for o in g["snapshots"] + g["segments"]}
+    gone = keys(before) - keys(after)
+    tw.check(before[0]["id"] not in [g["id"] for g in after] and len(gone) > 0,
+             f"retention deleted old history: {len(before)} -> {len(after)} generations, "
+             f"{len(gone)} of {len(keys(before))} earlier objects deleted")
+    tw.check(ok > 0 and not [f for f in os.listdir(outdir) if f.startswith("race")],
+             f"restores while retention ran: {ok} ok, {failed} failed cleanly, no leftover file")
+    out = os.path.join(outdir, "final.db")
+    res = json.loads(cli("restore", "--replica", d.replica, "--tenant", TENANT, "--db", DB,
+                         "-o", out, "--json").stdout)
+    tw.check(file_hash(out) == records[-1]["hash"],
+             f"after retention the latest state restores (txid {res['txid']})")
+    p = cli("verify", "--replica", d.replica, "--tenant", TENANT, "--db", DB)
+    tw.check("OK" in p.stdout, "verify passes after retention: " +
+             p.stdout.strip().splitlines()[-1])
     conn.close()
     rc = d.stop()
     tw.check(rc == 0, f"tenantwald exits 0 on SIGTERM (got {rc})")
