@@ -60,17 +60,16 @@ std::vector<CompactionStep> PlanCompaction(const std::vector<IndexedObject>& seg
                                            std::vector<size_t>* superseded) {
   std::vector<CompactionStep> steps;
   superseded->clear();
-  // The chain: objects not covered by a wider one.
+  // The chain: objects not covered by a wider one. Sorted by (min, max), a
+  // covering object either comes earlier (smaller min: the running maximum
+  // of max_txid reaches this max) or is the next one (same min, larger max).
   std::vector<size_t> live;
+  uint64_t reach = 0;
   for (size_t i = 0; i < segs.size(); i++) {
-    bool covered = false;
-    for (size_t j = 0; j < segs.size() && !covered; j++) {
-      if (j == i) continue;
-      const auto &a = segs[i], &b = segs[j];
-      bool wider = (b.max_txid - b.min_txid) > (a.max_txid - a.min_txid) ||
-                   ((b.max_txid - b.min_txid) == (a.max_txid - a.min_txid) && j < i);
-      covered = b.min_txid <= a.min_txid && a.max_txid <= b.max_txid && wider;
-    }
+    const IndexedObject& a = segs[i];
+    bool covered = (i > 0 && reach >= a.max_txid) ||
+                   (i + 1 < segs.size() && segs[i + 1].min_txid == a.min_txid);
+    reach = std::max(reach, a.max_txid);
     if (covered) superseded->push_back(i);
     else live.push_back(i);
   }

@@ -117,9 +117,11 @@ void Maintainer::RunDeletes(int64_t now, bool all) {
 }
 
 void Maintainer::Loop() {
-  const int64_t tick_us =
-      std::clamp<int64_t>(std::min(opts_.l1_span_us, opts_.snapshot_interval_us) / 4, 50000,
-                          1000000);
+  int64_t shortest = opts_.l1_span_us;
+  if (opts_.snapshot_interval_us > 0) shortest = std::min(shortest, opts_.snapshot_interval_us);
+  const int64_t tick_us = std::clamp<int64_t>(shortest / 4, 50000, 1000000);
+  // Compaction planning (CPU only) for a database at most this often.
+  compact_every_us_ = std::clamp<int64_t>(opts_.l1_span_us / 4, 50000, 15000000);
   while (!stop_) {
     for (int64_t slept = 0; slept < tick_us && !stop_; slept += 50000) usleep(50000);
     if (stop_) break;
@@ -175,12 +177,14 @@ void Maintainer::Maintain(const std::string& id, int64_t now) {
                             now - d->last_retention_us >= opts_.retention_check_us);
   }
   if (retain) Retain(id, now);
-  bool listed;
+  bool compact;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    listed = d->listed;
+    compact = d->listed && opts_.compaction && d->compaction_pending &&
+              now >= d->next_compact_us;
+    if (compact) d->next_compact_us = now + compact_every_us_;
   }
-  if (listed && opts_.compaction && d->compaction_pending) Compact(id, now);
+  if (compact) Compact(id, now);
 }
 
 void Maintainer::Compact(const std::string& id, int64_t now) {
@@ -197,9 +201,17 @@ void Maintainer::Compact(const std::string& id, int64_t now) {
     for (const auto& s : g.snapshots) snaps.insert(s.max_txid);
     std::vector<size_t> superseded;
     std::vector<CompactionStep> steps = PlanCompaction(g.segments, snaps, now, opts_, &superseded);
-    for (size_t i : superseded) {
+    if (!superseded.empty()) {
+      // Left over from a merge (e.g. before a crash): delete, and forget them.
       std::lock_guard<std::mutex> lk(mu_);
-      QueueDelete(g.segments[i].key, now);
+      auto& segs = d->index[gen].segments;
+      for (size_t i : superseded) {
+        const std::string key = g.segments[i].key;
+        QueueDelete(key, now);
+        segs.erase(std::remove_if(segs.begin(), segs.end(),
+                                  [&](const IndexedObject& o) { return o.key == key; }),
+                   segs.end());
+      }
     }
     // Anything that may become compactable later keeps the database on the list.
     for (const auto& s : g.segments)

@@ -58,6 +58,7 @@ class Maintainer {
     int64_t last_retention_us = 0;
     bool active_since_retention = true;
     bool compaction_pending = true;  // something may be compactable
+    int64_t next_compact_us = 0;     // planning throttle
   };
   struct PendingDelete {
     std::string key;
@@ -81,6 +82,7 @@ class Maintainer {
   std::vector<PendingDelete> deletes_;
   std::set<std::string> queued_;
   std::atomic<bool> stop_{false};
+  int64_t compact_every_us_ = 1000000;
   std::thread thread_;
 };
 

@@ -1180,6 +1180,7 @@ class Verifier {
     Status s = store_->GetToFile(o.key, path);
     if (!s.ok()) {
       if (Fatal(s) && s.code() != Status::kIOError) return s.Prefix("get " + o.key);
+      if (s.IsNotFound()) vanished_++;
       Problem(o.key, "cannot be read: " + s.ToString());
       Checked(o.key, false);
       return Status::OK();
@@ -1290,6 +1291,7 @@ class Verifier {
         std::string ctx = "(last good txid " + Txt(cur) + ")";
         if (!s.ok()) {
           if (Fatal(s) && s.code() != Status::kIOError) return s.Prefix("get " + seg.key);
+          if (s.IsNotFound()) vanished_++;
           Problem(seg.key, "cannot be read " + ctx + ": " + s.ToString());
           damaged.insert(seg.key);
           Checked(seg.key, false);
@@ -1373,6 +1375,7 @@ class Verifier {
       Status s = fetch.Take(i, &bytes);
       if (!s.ok()) {
         if (Fatal(s) && s.code() != Status::kIOError) return s.Prefix("get " + seg.key);
+        if (s.IsNotFound()) vanished_++;
         Problem(seg.key, "cannot be read: " + s.ToString());
         Checked(seg.key, false);
         continue;
@@ -1422,6 +1425,11 @@ class Verifier {
   const VerifyOptions& opt_;
   VerifyReport* rep_;
   std::string dir_;
+
+ public:
+  // Listed objects that were gone when read (deleted by retention or
+  // compaction meanwhile).
+  uint64_t vanished_ = 0;
 };
 
 // Runs `fn` on a read-only connection to `path` inside one read transaction.
@@ -1555,8 +1563,20 @@ Status VerifyReplica(ObjectStore* store, const VerifyOptions& options, VerifyRep
   if (!ValidName(options.tenant)) return Status::InvalidArgument("invalid tenant name");
   if (!ValidName(options.db)) return Status::InvalidArgument("invalid database name");
   try {
-    Verifier v(store, options, report);
-    return v.Run();
+    // Objects listed but gone when read were deleted meanwhile (retention,
+    // compaction): list and check again, twice at most.
+    for (int attempt = 0;; attempt++) {
+      Verifier v(store, options, report);
+      Status s = v.Run();
+      if (!s.ok() || v.vanished_ == 0 || attempt >= 2) {
+        if (attempt > 0)
+          report->notes.push_back("listed again " + std::to_string(attempt) +
+                                  " time(s): objects were deleted while verifying (retention "
+                                  "or compaction)");
+        return s;
+      }
+      *report = VerifyReport();
+    }
   } catch (const std::bad_alloc&) {
     return Status::NoSpace("verify: out of memory");
   } catch (const std::exception& e) {
