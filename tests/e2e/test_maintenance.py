@@ -6,7 +6,7 @@ A workload commits through the VFS for ~20 s, recording (local txid, wall
 time before/after, content hash) after each commit; half way it asks for a
 new generation (POST .../snapshot). tenantwald runs with
 --snapshot-interval 4s, --compaction-l1 1s, --compaction-l2 4s,
---exact-window 10s and --delete-grace 1s. Then:
+--exact-window 15s and --delete-grace 1s. Then:
   * the newest generation has several snapshots (scheduled snapshots continue
     the generation) and far fewer segments than were uploaded (compaction
     merged them and deleted the sources);
@@ -91,7 +91,7 @@ def test():
     tw.require_built(tw.EXT + ".so", tw.TENANTWALD, tw.CLI)
     d = tw.Daemon("maint", sync_interval="200ms", extra_args=[
         "--snapshot-interval", "4s", "--compaction-l1", "1s", "--compaction-l2", "4s",
-        "--exact-window", "10s", "--delete-grace", "1s", "--retention", "1h"]).start()
+        "--exact-window", "15s", "--delete-grace", "1s", "--retention", "1h"]).start()
     path = d.db_path(TENANT, DB)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     seed = int(os.environ.get("TENANTWAL_MAINT_SEED", random.randrange(1 << 30)))
@@ -161,7 +161,8 @@ def test():
     usable_from = gens[0]["earliest"]["txid"]
     usable = [r for r in records if r["txid"] >= usable_from]
     coarse = exact = 0
-    picks = rng.sample(usable, min(10, len(usable)))
+    # The last commits are inside the exact window; the first half is not.
+    picks = rng.sample(usable, min(7, len(usable))) + usable[-3:]
     pairs = [(usable[k], usable[k + 1]) for k in range(len(usable) - 1)]
     for kind, r, nxt in ([("txid", p, None) for p in picks] +
                          [("time", a, b) for a, b in rng.sample(pairs, min(10, len(pairs)))]):
@@ -204,8 +205,9 @@ def test():
     reqs = requests(d)
     tw.check(reqs.get("LIST", 0) >= 1 and reqs.get("DELETE", 0) >= 1,
              f"/metrics counts requests by operation: {reqs}")
-    # Idle: wait until coarsening is over, then no request at all.
-    time.sleep(6)
+    # Idle: wait until the last span (4 s) is out of the exact window (15 s)
+    # and coarsened (settle 2.4 s), then no request at all.
+    time.sleep(max(0.0, records[-1]["after"] + 4 + 15 + 2.4 + 2 - time.time()))
     a = requests(d)
     time.sleep(4)
     b = requests(d)
