@@ -148,6 +148,11 @@ def test():
     tw.check(total_segs < len(records) / 5,
              f"{total_segs} segments left for {len(records)} commits (compacted)")
 
+    segs = [x for g in gens for x in g["segments"]]
+    tw.check(any(x["level"] == 2 for x in segs) and any(x["coarse"] for x in segs),
+             "ls --objects --json shows compaction levels "
+             f"{sorted({x['level'] for x in segs})} and coarse segments "
+             f"({sum(x['coarse'] for x in segs)} of {len(segs)})")
     outdir = tw.tempdir("maint-restore")
     # Restore latest: objects read.
     out = os.path.join(outdir, "latest.db")
