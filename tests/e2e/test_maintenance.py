@@ -196,9 +196,15 @@ def test():
             exact += 1
             ok = res["txid"] == r["txid"] and got == r["hash"]
         if not ok:
+            near = [(x["minTxid"], x["maxTxid"], x["level"], x["coarse"], x["firstCommit"],
+                     x["lastCommit"]) for g in objects(d) for x in g["segments"]
+                    if x["minTxid"] <= r["txid"] + 2 and x["maxTxid"] >= r["txid"] - 2]
+            snaps = [(x["txid"], x["time"]) for g in objects(d) for x in g["snapshots"]]
             tw.fail(f"restore {' '.join(args)}: got txid {res['txid']} "
                     f"(coarse {res['coarse']}), want {r['txid']}; content "
-                    f"{'equal' if got == r['hash'] else 'different'}")
+                    f"{'equal' if got == r['hash'] else 'different'}; recorded "
+                    f"{r['after']:.6f} .. next {nxt['before'] if nxt else 0:.6f}; plan {plan}; "
+                    f"segments near it {near}; snapshots {snaps}")
     tw.check(exact > 0 and coarse > 0,
              f"20 restores: {exact} exact, {coarse} at coarse points (each equal to the "
              "recorded content of the point it reports)")
