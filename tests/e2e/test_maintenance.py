@@ -124,6 +124,10 @@ def test():
         time.sleep(0.01 + rng.random() * 0.02)
     last = records[-1]["txid"]
     tw.log(f"{len(records)} commits, txids {records[0]['txid']}..{last}")
+
+    def doubts():
+        with open(d.log_path, errors="replace") as f:
+            return [json.loads(x) for x in f if "continuity in doubt" in x]
     d.wait_caught_up([(TENANT, DB)], timeout=120, min_txid={(TENANT, DB): last})
 
     def hash_at(txid):
@@ -139,6 +143,8 @@ def test():
     # 4 s L2 span) and for the exact window to pass over the first half.
     time.sleep(9)
     gens = objects(d)
+    for x in doubts():
+        tw.log(f"new generation: {x.get('reason')} at {x.get('ts', x.get('time'))}")
     tw.check(len(gens) >= 2, f"{len(gens)} generations (one asked for half way)")
     newest = gens[-1]
     tw.check(len(newest["snapshots"]) >= 2,
@@ -165,7 +171,7 @@ def test():
 
     usable_from = gens[0]["earliest"]["txid"]
     usable = [r for r in records if r["txid"] >= usable_from]
-    coarse = exact = 0
+    coarse = exact = folded = 0
     # The last commits are inside the exact window; the first half is not.
     picks = rng.sample(usable, min(7, len(usable))) + usable[-3:]
     pairs = [(usable[k], usable[k + 1]) for k in range(len(usable) - 1)]
@@ -195,6 +201,23 @@ def test():
         else:
             exact += 1
             ok = res["txid"] == r["txid"] and got == r["hash"]
+        if not ok and kind == "time" and not res["coarse"] and got == hash_at(res["txid"]):
+            # A new generation started (continuity in doubt: tenantwald logs
+            # why) between the restored txid and the target: the transactions
+            # in flight then are folded into the new generation's snapshot and
+            # are not separate restore points (docs/GUARANTEES.md). Accept it
+            # only if the restored txid ends its generation's chain and the
+            # next generation's first snapshot was committed after the target.
+            t = (r["after"] + nxt["before"]) / 2
+            cur = [g for g in gens if g["id"] == res["generation"]]
+            later = [g for g in gens if g["id"] > res["generation"] and "earliest" in g]
+            if (cur and cur[0]["latest"]["txid"] == res["txid"] and later
+                    and later[0]["earliest"]["us"] / 1e6 > t):
+                folded += 1
+                tw.log(f"restore {' '.join(args)}: txid {res['txid']} ends generation "
+                       f"{res['generation']}; the next starts after the target "
+                       f"(new generations: {[x.get('reason') for x in doubts()]})")
+                continue
         if not ok:
             near = [(x["minTxid"], x["maxTxid"], x["level"], x["coarse"], x["firstCommit"],
                      x["lastCommit"]) for g in objects(d) for x in g["segments"]
@@ -204,10 +227,11 @@ def test():
                     f"(coarse {res['coarse']}), want {r['txid']}; content "
                     f"{'equal' if got == r['hash'] else 'different'}; recorded "
                     f"{r['after']:.6f} .. next {nxt['before'] if nxt else 0:.6f}; plan {plan}; "
-                    f"segments near it {near}; snapshots {snaps}")
+                    f"segments near it {near}; snapshots {snaps}; new generations "
+                    f"{[x.get('reason') for x in doubts()]}")
     tw.check(exact > 0 and coarse > 0,
              f"20 restores: {exact} exact, {coarse} at coarse points (each equal to the "
-             "recorded content of the point it reports)")
+             f"recorded content of the point it reports), {folded} in a generation change")
 
     p = cli("verify", "--replica", d.replica, "--tenant", TENANT, "--db", DB)
     tw.check("OK" in p.stdout, "verify passes after compaction: " +
