@@ -380,8 +380,8 @@ std::string TenantJson(Replicator* rep, const std::string& name, const TenantTot
   Field(&o, "syncIntervalSource", std::string(own ? "tenant" : "global"));
   Raw(&o, "rateLimitBytesPerSecond", "null");
   Raw(&o, "rateLimitRequestsPerSecond", "null");
-  Raw(&o, "snapshotInterval", "null");
-  Raw(&o, "retention", "null");
+  Field(&o, "snapshotInterval", FormatDuration(rep->SnapshotIntervalUs(name)));
+  Field(&o, "retention", FormatDuration(rep->RetentionUs(name)));
   Field(&o, "replica", rep->options().replica_url);
   o += "}";
   return o;
@@ -392,9 +392,10 @@ const std::map<std::string, const char*> kUnsupported = {
     {"rateLimitBytesPerSecond", "tenantwald has no upload rate limiting yet"},
     {"rateLimitRequestsPerSecond", "tenantwald has no request rate limiting yet"},
     {"snapshotInterval",
-     "tenantwald takes snapshots only when continuity is in doubt or on request "
-     "(POST /api/databases/{tenant}/{db}/snapshot); periodic snapshots are not supported yet"},
-    {"retention", "tenantwald does not delete old generations yet (no retention)"},
+     "the snapshot interval is daemon-wide (--snapshot-interval); per-tenant intervals are "
+     "not supported yet"},
+    {"retention", "retention is daemon-wide (--retention); per-tenant retention is not "
+     "supported yet"},
     {"replica", "the replica is daemon-wide (--replica); a per-tenant replica is not supported yet"},
 };
 const std::set<std::string> kReadOnly = {

@@ -57,6 +57,34 @@ int main(int argc, char** argv) {
   app.add_option("--bypass-check-interval", bypass,
                  "How often to look for changes made outside the VFS (0 = never)")
       ->capture_default_str();
+  std::string snap_iv = "24h", retention = "7d", exact = "24h", l1 = "1m", l2 = "1h",
+              del_grace = "5m", ret_check = "1h";
+  bool no_compaction = false;
+  app.add_option("--snapshot-interval", snap_iv,
+                 "Snapshot each database that changed at least this often, in its current "
+                 "generation (0 = off: snapshots only when continuity is in doubt)")
+      ->capture_default_str();
+  app.add_option("--max-concurrent-snapshots", o.snapshotters,
+                 "At most this many snapshots run at once on this host")
+      ->capture_default_str();
+  app.add_option("--retention", retention,
+                 "Keep every restore point of this recent past (e.g. 7d, 36h)")
+      ->capture_default_str();
+  app.add_option("--exact-window", exact,
+                 "Restore points stay exact (every transaction) for this recent past; older "
+                 "compacted ranges keep one point per --compaction-l1 span")
+      ->capture_default_str();
+  app.add_option("--compaction-l1", l1, "Compaction level 1 span (merge segments per span)")
+      ->capture_default_str();
+  app.add_option("--compaction-l2", l2, "Compaction level 2 span")->capture_default_str();
+  app.add_flag("--no-compaction", no_compaction, "Do not compact segments");
+  app.add_option("--delete-grace", del_grace,
+                 "Delete superseded or expired objects only this long after they became so")
+      ->capture_default_str();
+  app.add_option("--retention-check-interval", ret_check,
+                 "List a database's replica for retention at most this often (only after "
+                 "uploads)")
+      ->capture_default_str();
   app.add_option("--spool", o.spool_dir, "Local spool directory (default ROOT/.tenantwal/spool)");
   app.add_option("--ring", o.ring_name, "Shared-memory ring name (env TENANTWAL_RING)")
       ->capture_default_str();
@@ -93,6 +121,40 @@ int main(int argc, char** argv) {
   } else if (!twd::ParseDuration(bypass, &o.bypass_check_us)) {
     fprintf(stderr, "tenantwald: --bypass-check-interval: not a duration: %s\n", bypass.c_str());
     return 2;
+  }
+  {
+    auto& m = o.maintenance;
+    struct {
+      const char* flag;
+      std::string* text;
+      int64_t* us;
+    } durs[] = {{"--retention", &retention, &m.retention_us},
+                {"--exact-window", &exact, &m.exact_window_us},
+                {"--compaction-l1", &l1, &m.l1_span_us},
+                {"--compaction-l2", &l2, &m.l2_span_us},
+                {"--delete-grace", &del_grace, &m.delete_grace_us},
+                {"--retention-check-interval", &ret_check, &m.retention_check_us},
+                {"--snapshot-interval", &snap_iv, &m.snapshot_interval_us}};
+    for (auto& x : durs) {
+      if (*x.text == "0" && (x.us == &m.snapshot_interval_us || x.us == &m.delete_grace_us)) {
+        *x.us = 0;
+        continue;
+      }
+      if (!twd::ParseLongDuration(*x.text, x.us)) {
+        fprintf(stderr, "tenantwald: %s: not a duration: %s (try 90s, 10m, 24h, 7d)\n", x.flag,
+                x.text->c_str());
+        return 2;
+      }
+    }
+    if (m.l2_span_us < m.l1_span_us || m.l2_span_us % m.l1_span_us != 0) {
+      fprintf(stderr, "tenantwald: --compaction-l2 must be a multiple of --compaction-l1\n");
+      return 2;
+    }
+    if (o.snapshotters < 1 || o.snapshotters > 64) {
+      fprintf(stderr, "tenantwald: --max-concurrent-snapshots must be 1..64\n");
+      return 2;
+    }
+    m.compaction = !no_compaction;
   }
   int64_t grace_us = 0;
   if (!twd::ParseDuration(grace, &grace_us)) {
@@ -132,6 +194,8 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
+  // Compaction waits this long after a span ends for its last segments.
+  o.maintenance.settle_us = 2 * o.sync_interval_us + 2000000;
   twd::Replicator rep(o);
   tw::Status st = rep.Start();
   if (!st.ok()) {

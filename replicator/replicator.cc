@@ -133,6 +133,9 @@ Status Replicator::Start() {
   for (int i = 0; i < opts_.uploaders; ++i) threads_.emplace_back([this] { UploadLoop(); });
   for (int i = 0; i < opts_.snapshotters; ++i) threads_.emplace_back([this] { SnapshotLoop(); });
   if (opts_.bypass_check_us > 0) threads_.emplace_back([this] { BypassLoop(); });
+  maint_ = std::make_unique<Maintainer>(this, store_.get(), opts_.spool_dir, opts_.maintenance,
+                                        opts_.zstd_level);
+  maint_->Start();
   return Status::OK();
 }
 
@@ -150,6 +153,7 @@ void Replicator::Stop(int grace_ms) {
   }
   stop_ = true;
   cv_.notify_all();
+  if (maint_) maint_->Stop();
   for (auto& t : threads_) t.join();
   threads_.clear();
   // Leave the lineage of every caught-up database for the next start, so
@@ -477,8 +481,20 @@ void Replicator::NeedSnapshotLocked(Db* d, const std::string& why) {
 Status Replicator::SealLocked(Db* d) {
   // Called with d->mu held; the batch is moved out and written to the spool.
   std::deque<Txn> txns;
-  txns.swap(d->pending);
-  d->pending_bytes = 0;
+  if (d->cut_after_txid > d->last_txid && !d->pending.empty() &&
+      d->pending.front().txid <= d->cut_after_txid && d->pending.back().txid > d->cut_after_txid) {
+    // A scheduled snapshot stands at cut_after_txid: end this segment there,
+    // so that a segment starts right after the snapshot (compaction.h).
+    while (d->pending.front().txid <= d->cut_after_txid) {
+      d->pending_bytes -= d->pending.front().pages.size();
+      txns.push_back(std::move(d->pending.front()));
+      d->pending.pop_front();
+    }
+    MarkDirtyLocked(d);  // the rest is sealed on the next tick
+  } else {
+    txns.swap(d->pending);
+    d->pending_bytes = 0;
+  }
   const std::string path = opts_.spool_dir + "/" + std::to_string(getpid()) + "-" +
                            std::to_string(++seq_) + ".twseg";
   tw::SegmentHeader h;
@@ -551,6 +567,8 @@ Status Replicator::SealLocked(Db* d) {
   s.key = tw::SegmentKey(d->tenant, d->name, d->generation, s.min_txid, s.max_txid);
   s.bytes = bytes;
   s.last_commit_us = txns.back().commit_us;
+  s.first_commit_us = txns.front().commit_us;
+  s.db_pages = txns.back().db_pages;
   d->last_txid = s.max_txid;
   d->sealed.push_back(std::move(s));
   return Status::OK();
@@ -669,6 +687,17 @@ void Replicator::UploadLoop() {
         d->txns_uploaded += s.max_txid - s.min_txid + 1;
         d->failures = 0;
         d->last_error.clear();
+        if (maint_) {
+          IndexedObject o;
+          o.key = s.key;
+          o.min_txid = s.min_txid;
+          o.max_txid = s.max_txid;
+          o.first_us = s.first_commit_us;
+          o.last_us = s.last_commit_us;
+          o.size = s.bytes;
+          o.db_pages = s.db_pages;
+          maint_->OnSegmentUploaded(d->tenant, d->name, d->generation, o);
+        }
         Log(Level::kDebug, "segment uploaded",
             {{"tenant", d->tenant}, {"db", d->name}, {"key", s.key}, {"bytes", s.bytes}});
       } else {
@@ -705,7 +734,20 @@ void Replicator::SnapshotLoop() {
       snapshot_q_.pop_front();
     }
     {
-      std::lock_guard<std::mutex> lk(d->mu);
+      std::unique_lock<std::mutex> lk(d->mu);
+      if (d->phase == Phase::kActive && d->scheduled_snapshot) {
+        // A scheduled snapshot in the current generation (compaction.h).
+        lk.unlock();
+        Status st = TakeSnapshot(d);
+        lk.lock();
+        d->scheduled_snapshot = false;
+        if (!st.ok())
+          Log(Level::kWarn, "scheduled snapshot failed",
+              {{"tenant", d->tenant}, {"db", d->name}, {"error", st.ToString()}});
+        lk.unlock();
+        if (maint_) maint_->OnScheduledSnapshotDone(d->tenant, d->name);
+        continue;
+      }
       if (d->phase != Phase::kNeedSnapshot) continue;
       if (tw::ring::NowMicros() < d->next_attempt_us) {
         std::lock_guard<std::mutex> g(mu_);
@@ -774,6 +816,28 @@ void Replicator::SnapshotLoop() {
 }  // namespace twd
 
 namespace twd {
+
+int64_t Replicator::SnapshotIntervalUs(const std::string& /*tenant*/) const {
+  return opts_.maintenance.snapshot_interval_us;
+}
+
+int64_t Replicator::RetentionUs(const std::string& /*tenant*/) const {
+  return opts_.maintenance.retention_us;
+}
+
+bool Replicator::RequestScheduledSnapshot(const std::string& tenant, const std::string& db) {
+  std::shared_ptr<Db> d = FindDb(tenant, db);
+  if (!d) return false;
+  {
+    std::lock_guard<std::mutex> lk(d->mu);
+    if (d->phase != Phase::kActive || d->scheduled_snapshot) return false;
+    d->scheduled_snapshot = true;
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  snapshot_q_.push_back(d);
+  cv_.notify_all();
+  return true;
+}
 
 std::vector<Replicator::DbView> Replicator::Databases() {
   std::vector<std::shared_ptr<Db>> dbs;

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "maintainer.h"
 #include "metrics.h"
 #include "store/format.h"
 #include "store/object_store.h"
@@ -43,7 +44,8 @@ struct Options {
   uint64_t segment_max_bytes = 16ull << 20;  // seal a batch at this size
   uint64_t pending_max_bytes = 256ull << 20; // per db, while snapshotting
   int uploaders = 4;
-  int snapshotters = 2;
+  int snapshotters = 2;             // snapshot threads = --max-concurrent-snapshots
+  MaintenanceOptions maintenance;   // scheduled snapshots, compaction, retention
   int zstd_level = 3;
   int64_t bypass_check_us = 15000000;  // --bypass-check-interval (0 = off)
   tw::ring::Options ring;           // used if tenantwald creates the ring
@@ -67,6 +69,8 @@ struct Sealed {
   uint64_t min_txid = 0, max_txid = 0;
   uint64_t bytes = 0;
   int64_t last_commit_us = 0;
+  int64_t first_commit_us = 0;
+  uint32_t db_pages = 0;            // database size after max_txid
 };
 
 enum class Phase { kNeedSnapshot, kSnapshotting, kActive, kDeleted, kNotReplicated };
@@ -104,6 +108,8 @@ struct Db {
   uint64_t errors = 0;              // failed uploads and snapshots (metrics)
   bool api_stopped = false;         // DELETE /api/databases: stays deleted until registered again
   int64_t last_snapshot_us = 0;
+  bool scheduled_snapshot = false;  // a same-generation snapshot is queued (compaction.h)
+  uint64_t cut_after_txid = 0;      // end a segment at this txid (a scheduled snapshot's)
   int64_t next_attempt_us = 0;      // backoff for snapshots/uploads
   int failures = 0;
   std::string last_error;
@@ -150,6 +156,15 @@ class Replicator {
   // The tenant's effective sync interval; *overridden says whether it is its own.
   int64_t TenantSyncInterval(const std::string& tenant, bool* overridden) const;
   std::map<std::string, int64_t> TenantSyncOverrides() const;
+  // Per-tenant maintenance settings, read through these accessors only (the
+  // global flags for now; per-tenant configuration can answer here later).
+  // Microseconds; 0 = scheduled snapshots off.
+  int64_t SnapshotIntervalUs(const std::string& tenant) const;
+  int64_t RetentionUs(const std::string& tenant) const;
+  // Queues a snapshot in the current generation of an active database
+  // (compaction.h). False if it is not active or one is already queued.
+  bool RequestScheduledSnapshot(const std::string& tenant, const std::string& db);
+  Maintainer* maintainer() const { return maint_.get(); }
   tw::ObjectStore* store() const { return store_.get(); }
   // The last outcome of a store request (reachability without a request).
   StoreHealth StoreHealthNow() const;
@@ -198,6 +213,7 @@ class Replicator {
   std::deque<std::shared_ptr<Db>> snapshot_q_;     // dbs needing a snapshot
   std::vector<std::shared_ptr<Db>> dirty_;         // dbs that may have pending txns
   std::vector<std::thread> threads_;
+  std::unique_ptr<Maintainer> maint_;              // scheduled snapshots, compaction, retention
   uint64_t seq_ = 0;
 };
 

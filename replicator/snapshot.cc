@@ -97,9 +97,15 @@ struct Fd {
 Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   const int64_t t0 = tw::ring::NowMicros();
   uint64_t epoch;
+  // Scheduled (compaction.h): a snapshot in the current generation, only if
+  // continuity is beyond doubt; otherwise a new generation is requested.
+  bool scheduled;
+  std::string cur_gen;
   {
     std::lock_guard<std::mutex> lk(d->mu);
     epoch = d->snapshot_epoch;
+    scheduled = d->phase == Phase::kActive && d->scheduled_snapshot;
+    cur_gen = d->generation;
   }
   struct stat st;
   if (stat(d->path.c_str(), &st) != 0) {
@@ -154,6 +160,28 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     }
     if (rollback_mode) wal = false;  // a -shm left from an earlier WAL era
   }
+  if (scheduled) {
+    bool doubt = died || s->resync.load(std::memory_order_acquire) != 0;
+    if (wal) {
+      doubt |= !((s->cursor_valid == 1 && s->salt1 == ih.aSalt[0] && s->salt2 == ih.aSalt[1] &&
+                  s->frame == ih.mxFrame) ||
+                 (s->cursor_valid == 2 && ih.mxFrame == 0));
+    } else {
+      Fd f;
+      f.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
+      uint8_t h[28];
+      doubt |= s->rb_valid && f.fd >= 0 && PRead(f.fd, h, sizeof h, 0) == long(sizeof h) &&
+               tw::wal::GetBE32(h + 24) != s->rb_counter;
+    }
+    if (doubt) {
+      ring_->UnlockSlot(s);
+      if (a.db) Exec(&a, "ROLLBACK");
+      std::lock_guard<std::mutex> lk(d->mu);
+      if (d->phase == Phase::kActive)
+        NeedSnapshotLocked(d.get(), "scheduled snapshot: the capture does not match the WAL");
+      return Status::OK();
+    }
+  }
   uint64_t S;
   uint32_t page_size = 0, n_pages = 0;
   tw::WalPosition pos;
@@ -192,10 +220,14 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
       s->rb_valid = 1;
     }
   }
-  s->resync.store(0, std::memory_order_release);
+  if (!scheduled) s->resync.store(0, std::memory_order_release);
   s->snapshot_txid.store(S, std::memory_order_release);
   const int64_t commit_us = s->last_commit_us.load();
   ring_->UnlockSlot(s);
+  if (scheduled) {
+    std::lock_guard<std::mutex> lk(d->mu);
+    d->cut_after_txid = S;  // the next segment ends at S: one starts right after it
+  }
 
   // Step 3: pin a read transaction at S, then let writers go.
   if (!rollback_mode) {
@@ -277,8 +309,11 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   tw::SnapshotHeader sh;
   sh.tenant = d->tenant;
   sh.db = d->name;
-  sh.generation = tw::NewGenerationId();
-  {
+  if (scheduled) {
+    // Later snapshots of a generation carry no parent (docs/FORMAT.md).
+    sh.generation = cur_gen;
+  } else {
+    sh.generation = tw::NewGenerationId();
     std::lock_guard<std::mutex> lk(d->mu);
     sh.parent_generation = d->generation;
   }
@@ -287,7 +322,8 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   sh.commit_us = commit_us > 0 ? commit_us : t0;
   sh.created_us = t0;
   sh.wal = pos;
-  const std::string spool = opts_.spool_dir + "/" + sh.generation + ".twsnap";
+  const std::string spool =
+      opts_.spool_dir + "/" + sh.generation + "-" + std::to_string(S) + ".twsnap";
   tw::SnapshotWriter w;
   TW_RETURN_IF_ERROR(w.Open(spool, sh, opts_.zstd_level));
   std::vector<uint8_t> page(page_size);
@@ -344,8 +380,14 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   b.db = nullptr;
   {
     std::lock_guard<std::mutex> lk(d->mu);
-    if (d->snapshot_epoch != epoch) {  // superseded: do not publish a dead end
+    if (d->snapshot_epoch != epoch ||
+        (scheduled && (d->phase != Phase::kActive || d->generation != cur_gen))) {
+      unlink(spool.c_str());  // superseded: do not publish a dead end
+      return Status::OK();
+    }
+    if (scheduled && d->last_txid == S && d->checksum != checksum) {
       unlink(spool.c_str());
+      NeedSnapshotLocked(d.get(), "scheduled snapshot differs from the replicated history");
       return Status::OK();
     }
   }
@@ -357,6 +399,28 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   if (!us.ok()) return us.Prefix("upload " + key);
 
   std::lock_guard<std::mutex> lk(d->mu);
+  if (maint_) {
+    IndexedObject o;
+    o.key = key;
+    o.snapshot = true;
+    o.min_txid = o.max_txid = S;
+    o.first_us = o.last_us = sh.commit_us;
+    o.size = bytes;
+    o.db_pages = n_pages;
+    maint_->OnSnapshotUploaded(d->tenant, d->name, sh.generation, o,
+                               uint64_t(n_pages) * page_size);
+  }
+  if (scheduled) {
+    Log(Level::kInfo, "scheduled snapshot uploaded",
+        {{"tenant", d->tenant}, {"db", d->name}, {"generation", sh.generation}, {"txid", S},
+         {"pages", n_pages}, {"bytes", bytes}, {"ms", (tw::ring::NowMicros() - t0) / 1000}});
+    d->snapshots++;
+    d->bytes_uploaded += bytes;
+    d->last_snapshot_us = tw::ring::NowMicros();
+    d->cut_after_txid = S;
+    PublishSlot(d.get());
+    return Status::OK();
+  }
   Log(Level::kInfo, "snapshot uploaded",
       {{"tenant", d->tenant}, {"db", d->name}, {"generation", sh.generation},
        {"parent", sh.parent_generation}, {"txid", S}, {"pages", n_pages}, {"bytes", bytes},

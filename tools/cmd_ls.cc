@@ -34,6 +34,8 @@ struct LsFlags {
 
 struct Times {
   int64_t first_us = 0, last_us = 0;  // snapshots: both = commit time
+  uint32_t level = 0;                  // segments: compaction level
+  bool points = false;                 // segments: coarse restore points
 };
 
 // Reads an object's header (ranged GET) for its times.
@@ -51,6 +53,8 @@ Status ReadTimes(ObjectStore* store, const CatalogObject& o, bool snapshot, Time
   TW_RETURN_IF_ERROR(ParseSegmentHeader(head, &h));
   t->first_us = h.first_commit_us;
   t->last_us = h.last_commit_us;
+  t->level = h.level;
+  t->points = h.points;
   return Status::OK();
 }
 
@@ -172,7 +176,9 @@ int RunLs(const LsFlags& f) {
             out << (k ? "," : "") << "{\"minTxid\":" << o.min_txid
                 << ",\"maxTxid\":" << o.max_txid << ",\"key\":" << JsonString(o.key)
                 << ",\"size\":" << o.size << ",\"firstCommit\":" << JsonString(Rfc3339(t.first_us))
-                << ",\"lastCommit\":" << JsonString(Rfc3339(t.last_us)) << "}";
+                << ",\"lastCommit\":" << JsonString(Rfc3339(t.last_us))
+                << ",\"level\":" << t.level << ",\"coarse\":" << (t.points ? "true" : "false")
+                << "}";
           }
           out << "]";
         }

@@ -156,7 +156,12 @@ int PrintPlan(const RestoreFlags& f, const RestoreOptions& o, const RestorePlan&
         << ",\"target\":" << JsonString(TargetText(o)) << ",\"generation\":"
         << JsonString(p.generation) << ",\"txidMin\":" << p.txid_min
         << ",\"txidMax\":" << p.txid_max << ",\"exact\":" << (p.txid_min == p.txid_max ? "true" : "false")
-        << ",\"partial\":" << (p.partial ? "true" : "false") << ",\"snapshot\":{\"key\":"
+        << ",\"partial\":" << (p.partial ? "true" : "false")
+        << ",\"coarse\":" << (p.coarse ? "true" : "false");
+    if (p.coarse)
+      out << ",\"point\":{\"txid\":" << p.txid_max << ",\"commitUs\":" << p.point_commit_us
+          << ",\"commitTime\":" << JsonString(Rfc3339(p.point_commit_us)) << "}";
+    out << ",\"snapshot\":{\"key\":"
         << JsonString(p.snapshot.key) << ",\"txid\":" << p.snapshot.min_txid
         << ",\"size\":" << p.snapshot.size << "},\"segments\":[";
     for (size_t i = 0; i < p.segments.size(); i++)
@@ -176,7 +181,11 @@ int PrintPlan(const RestoreFlags& f, const RestoreOptions& o, const RestorePlan&
     else
       out << "a txid in " << p.txid_min << ".." << p.txid_max
           << " (decided by the commit times inside the last segment)";
-    out << (p.partial ? " (partial)" : "") << "\n";
+    out << (p.partial ? " (partial)" : "");
+    if (p.coarse)
+      out << " (a coarse restore point of a compacted range, committed "
+          << Rfc3339(p.point_commit_us) << ")";
+    out << "\n";
     out << "  snapshot " << p.snapshot.key << "  " << p.snapshot.size << " bytes (txid "
         << p.snapshot.min_txid << ")\n";
     for (const auto& s : p.segments)
@@ -221,6 +230,8 @@ int RunRestore(const RestoreFlags& f) {
   if (f.dry_run) {
     RestorePlan plan;
     s = PlanRestore(store.get(), o, &plan);
+    if (s.ok() && o.target_txid != kRestoreLatest) s = ResolveRestorePoint(store.get(), o, &plan);
+    else if (s.ok() && o.has_target_time) s = ResolveRestorePoint(store.get(), o, &plan);
     for (const auto& w : plan.warnings) Warn(cmd, w);
     if (!s.ok()) return Fail(cmd, s);
     return PrintPlan(f, o, plan);
@@ -250,6 +261,10 @@ int RunRestore(const RestoreFlags& f) {
         << ",\"bytes\":" << r.bytes_read << ",\"headerReads\":" << r.header_reads
         << ",\"partial\":" << (r.partial ? "true" : "false")
         << ",\"failedObject\":" << JsonString(r.failed_object) << ",\"seconds\":" << secbuf
+        << ",\"coarse\":" << (r.coarse ? "true" : "false")
+        << ",\"point\":{\"txid\":" << r.txid << ",\"commitUs\":" << r.commit_us
+        << ",\"level\":" << r.point_level << ",\"exact\":" << (r.coarse ? "false" : "true")
+        << "},\"replans\":" << r.replans
         << ",\"warnings\":[";
     for (size_t i = 0; i < r.warnings.size(); i++)
       out << (i ? "," : "") << JsonString(r.warnings[i]);
@@ -259,7 +274,9 @@ int RunRestore(const RestoreFlags& f) {
         << ": generation " << r.generation << ", txid " << r.txid << ", committed "
         << Rfc3339(r.commit_us) << ", " << r.pages << " pages of " << r.page_size
         << " bytes, " << r.objects_read << " objects, " << r.bytes_read << " bytes read, "
-        << secbuf << " s" << (r.partial ? " (PARTIAL: see the warning above)" : "");
+        << secbuf << " s" << (r.partial ? " (PARTIAL: see the warning above)" : "")
+        << (r.coarse ? " (COARSE: the latest restore point of a compacted range at or before "
+                       "the target)" : "");
   }
   std::cout << out.str() << std::endl;
   return 0;

@@ -136,6 +136,14 @@ struct SegmentHeader {
   uint64_t checksum_before = 0;  // DbChecksum after min_txid - 1
   uint64_t checksum_after = 0;   // DbChecksum after max_txid
   WalPosition wal_after;         // position after max_txid
+  // Compaction (docs/FORMAT.md, "Compaction"). level 0 = as uploaded by
+  // tenantwald; 1, 2 = merged by compaction. `points` = the body's records
+  // are restore points, not every transaction: txids strictly increasing,
+  // the last = max_txid, txn_count <= max_txid - min_txid + 1, each record's
+  // pages being the newest version of every page changed since the previous
+  // point. Without `points` every txid of the range has its record.
+  uint32_t level = 0;            // 0..15
+  bool points = false;
 };
 
 // One committed transaction inside a segment.

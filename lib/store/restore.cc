@@ -435,6 +435,24 @@ Status PlanByTime(ObjectStore* store, const CatalogDatabase& cat, const RestoreO
     }
   }
   plan->reachable_txid = plan->txid_max;
+  if (count < chain.size()) {
+    // T lies before the first restore point of a coarse compacted segment:
+    // the state used is the last point before it (the snapshot or the end
+    // of the previous segment), not necessarily the last commit by T.
+    SegmentHeader next;
+    if (hr.Segment(gen->id, *chain[count], &next).ok() && next.points &&
+        plan->txid_min == plan->txid_max) {
+      plan->coarse = true;
+      plan->coarse_level = next.level;
+      if (count == 0) {
+        plan->point_commit_us = snap_hdr.commit_us;
+      } else {
+        SegmentHeader prev;
+        if (hr.Segment(gen->id, *chain[count - 1], &prev).ok())
+          plan->point_commit_us = prev.last_commit_us;
+      }
+    }
+  }
   if (count == chain.size()) {
     // The chain is exhausted: a segment past a gap that starts by T means
     // the state at T is not reachable.
@@ -474,6 +492,37 @@ Status PlanRestore(ObjectStore* store, const RestoreOptions& opt, RestorePlan* p
   TW_RETURN_IF_ERROR(ListDatabase(store, opt.tenant, opt.db, &catalog).Prefix("list"));
   if (opt.has_target_time) return PlanByTime(store, catalog, opt, plan);
   return PlanRestore(catalog, opt.target_txid, opt.generation, plan, opt.partial);
+}
+
+Status ResolveRestorePoint(ObjectStore* store, const RestoreOptions& opt, RestorePlan* plan) {
+  if (plan->segments.empty()) return Status::OK();
+  const CatalogObject& last = plan->segments.back();
+  std::string head;
+  TW_RETURN_IF_ERROR(store->GetRange(last.key, 0, kSegmentHeaderSize, &head).Prefix("get " + last.key));
+  SegmentHeader h;
+  TW_RETURN_IF_ERROR(ParseSegmentHeader(head, &h).Prefix("segment " + last.key));
+  plan->headers_read.push_back(last.key);
+  if (!h.points) return Status::OK();
+  std::string bytes;
+  TW_RETURN_IF_ERROR(store->Get(last.key, &bytes).Prefix("get " + last.key));
+  SegmentReader r;
+  TW_RETURN_IF_ERROR(r.Open(bytes).Prefix("segment " + last.key));
+  uint64_t point = last.min_txid - 1;
+  int64_t point_us = 0;
+  const uint64_t target = opt.has_target_time ? kRestoreLatest : opt.target_txid;
+  TW_RETURN_IF_ERROR(r.ForEach(
+      [&](const TxnInfo& t) {
+        if (t.txid > target || (opt.has_target_time && t.commit_us > opt.target_time_us))
+          return false;
+        point = t.txid;
+        point_us = t.commit_us;
+        return true;
+      },
+      nullptr).Prefix("segment " + last.key));
+  plan->coarse = true;
+  plan->txid_min = plan->txid_max = point;
+  plan->point_commit_us = point_us;
+  return Status::OK();
 }
 
 // ---- restore -------------------------------------------------------------------
@@ -672,14 +721,15 @@ struct ApplyFailure {
   bool wrote = false;
 };
 
-Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result);
+Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result,
+                   bool* vanished);
 
 // Writes `plan` into the open temp file; on a failure inside a segment sets
 // *failure (and returns OK) so the caller can decide about --partial.
 Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePlan& plan,
                  TempFiles* tmp, const std::string& db_tmp, const std::string& snap_tmp,
                  std::unique_ptr<Rebuild>* rebuild, uint64_t* good_out, int64_t* commit_out,
-                 ApplyFailure* failure, RestoreResult* result) {
+                 ApplyFailure* failure, RestoreResult* result, bool* vanished) {
   const uint64_t target = opt.has_target_time ? kRestoreLatest : plan.txid_max;
   auto stop_before = [&](const TxnInfo& t) {
     if (t.txid > target) return true;
@@ -696,7 +746,11 @@ Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePla
   // The snapshot.
   const std::string& skey = plan.snapshot.key;
   std::string unused;
-  TW_RETURN_IF_ERROR(fetch.Take(0, &unused).Prefix("get " + skey));
+  {
+    Status ts = fetch.Take(0, &unused);
+    if (ts.IsNotFound()) *vanished = true;
+    TW_RETURN_IF_ERROR(ts.Prefix("get " + skey));
+  }
   result->objects_read++;
   result->keys_read.push_back(skey);
   struct stat st;
@@ -751,6 +805,7 @@ Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePla
     };
     std::string bytes;
     Status gs = fetch.Take(i + 1, &bytes);
+    if (gs.IsNotFound()) *vanished = true;
     if (!gs.ok()) return fail(gs.Prefix("get " + seg.key + " (last good txid " +
                                         std::to_string(good) + ")"), false);
     result->objects_read++;
@@ -779,6 +834,14 @@ Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePla
     Status as = ApplySegment(&r, stop_before, &db, &good, &commit_us, &stopped, &wrote,
                              opt.on_state);
     if (!as.ok()) return fail(as.Prefix(ctx), wrote);
+    if (h.points) {
+      // Coarse restore points: the state reached is a point, at or before
+      // the target (exact when the target is itself a point).
+      if (stopped && (opt.has_target_time || good < target)) {
+        result->coarse = true;
+        result->point_level = h.level;
+      }
+    }
     result->segments++;
     prog.objects_done++;
     prog.bytes_done += seg.size;
@@ -791,7 +854,8 @@ Status ApplyPlan(ObjectStore* store, const RestoreOptions& opt, const RestorePla
   return Status::OK();
 }
 
-Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result) {
+Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult* result,
+                   bool* vanished) {
   TW_RETURN_IF_ERROR(CheckNames(opt));
   const std::string& out = opt.output_path;
   if (out.empty() || out.back() == '/') return Status::InvalidArgument("invalid output path");
@@ -820,6 +884,10 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
   result->warnings = plan.warnings;
   result->header_reads = plan.headers_read.size();
   result->partial = plan.partial;
+  if (plan.coarse) {
+    result->coarse = true;
+    result->point_level = plan.coarse_level;
+  }
 
   TempFiles tmp;
   std::string db_tmp, snap_tmp;
@@ -837,7 +905,8 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
   int64_t commit_us = 0;
   ApplyFailure failure;
   TW_RETURN_IF_ERROR(ApplyPlan(store, opt, plan, &tmp, db_tmp, snap_tmp, &rebuild, &good,
-                               &commit_us, &failure, result));
+                               &commit_us, &failure, result, vanished));
+  if (!failure.status.ok() && *vanished) return failure.status;  // Restore() plans again
   if (!failure.status.ok()) {
     if (!opt.partial) return failure.status;
     std::string warn = "stopped at " + failure.key + ": " + failure.status.ToString() +
@@ -854,7 +923,8 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
       RestoreResult r2;
       rebuild.reset();
       tmp.Reset();  // close and remove this attempt's files first
-      Status s2 = RestoreImpl(store, again, &r2);
+      bool vanished2 = false;
+      Status s2 = RestoreImpl(store, again, &r2, &vanished2);
       if (!s2.ok()) return s2.Prefix("--partial: restoring txid " + std::to_string(good));
       std::vector<std::string> warnings = result->warnings;
       warnings.push_back(warn);
@@ -877,7 +947,7 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
   }
   Rebuild& db = *rebuild;
   if (!opt.has_target_time && opt.target_txid != kRestoreLatest && good != opt.target_txid &&
-      !opt.partial)
+      !opt.partial && !result->coarse)
     return Status::NotFound("txid " + std::to_string(opt.target_txid) +
                             " was not found: last good txid is " + std::to_string(good));
   if (!opt.has_target_time && opt.target_txid != kRestoreLatest && good < opt.target_txid &&
@@ -943,7 +1013,22 @@ Status RestoreImpl(ObjectStore* store, const RestoreOptions& opt, RestoreResult*
 Status Restore(ObjectStore* store, const RestoreOptions& options, RestoreResult* result) {
   *result = RestoreResult();
   try {
-    return RestoreImpl(store, options, result);
+    // Retention and compaction delete objects only after a grace delay
+    // (docs/OPERATIONS.md), so a plan rarely names a deleted object; when it
+    // does, the restore lists and plans again (twice at most). Every attempt
+    // writes only its own temporary file: nothing half-done is kept.
+    for (uint64_t attempt = 0;; attempt++) {
+      bool vanished = false;
+      Status s = RestoreImpl(store, options, result, &vanished);
+      if (s.ok() || !vanished || attempt >= 2) {
+        if (!s.ok() && vanished)
+          s = s.Prefix("an object disappeared while restoring (retention or compaction ran; "
+                       "tried " + std::to_string(attempt + 1) + " plans)");
+        result->replans = attempt;
+        return s;
+      }
+      *result = RestoreResult();
+    }
   } catch (const std::bad_alloc&) {
     return Status::NoSpace("restore: out of memory");
   } catch (const std::exception& e) {
@@ -1095,6 +1180,7 @@ class Verifier {
     Status s = store_->GetToFile(o.key, path);
     if (!s.ok()) {
       if (Fatal(s) && s.code() != Status::kIOError) return s.Prefix("get " + o.key);
+      if (s.IsNotFound()) vanished_++;
       Problem(o.key, "cannot be read: " + s.ToString());
       Checked(o.key, false);
       return Status::OK();
@@ -1205,6 +1291,7 @@ class Verifier {
         std::string ctx = "(last good txid " + Txt(cur) + ")";
         if (!s.ok()) {
           if (Fatal(s) && s.code() != Status::kIOError) return s.Prefix("get " + seg.key);
+          if (s.IsNotFound()) vanished_++;
           Problem(seg.key, "cannot be read " + ctx + ": " + s.ToString());
           damaged.insert(seg.key);
           Checked(seg.key, false);
@@ -1288,6 +1375,7 @@ class Verifier {
       Status s = fetch.Take(i, &bytes);
       if (!s.ok()) {
         if (Fatal(s) && s.code() != Status::kIOError) return s.Prefix("get " + seg.key);
+        if (s.IsNotFound()) vanished_++;
         Problem(seg.key, "cannot be read: " + s.ToString());
         Checked(seg.key, false);
         continue;
@@ -1337,6 +1425,11 @@ class Verifier {
   const VerifyOptions& opt_;
   VerifyReport* rep_;
   std::string dir_;
+
+ public:
+  // Listed objects that were gone when read (deleted by retention or
+  // compaction meanwhile).
+  uint64_t vanished_ = 0;
 };
 
 // Runs `fn` on a read-only connection to `path` inside one read transaction.
@@ -1470,8 +1563,20 @@ Status VerifyReplica(ObjectStore* store, const VerifyOptions& options, VerifyRep
   if (!ValidName(options.tenant)) return Status::InvalidArgument("invalid tenant name");
   if (!ValidName(options.db)) return Status::InvalidArgument("invalid database name");
   try {
-    Verifier v(store, options, report);
-    return v.Run();
+    // Objects listed but gone when read were deleted meanwhile (retention,
+    // compaction): list and check again, twice at most.
+    for (int attempt = 0;; attempt++) {
+      Verifier v(store, options, report);
+      Status s = v.Run();
+      if (!s.ok() || v.vanished_ == 0 || attempt >= 2) {
+        if (attempt > 0)
+          report->notes.push_back("listed again " + std::to_string(attempt) +
+                                  " time(s): objects were deleted while verifying (retention "
+                                  "or compaction)");
+        return s;
+      }
+      *report = VerifyReport();
+    }
   } catch (const std::bad_alloc&) {
     return Status::NoSpace("verify: out of memory");
   } catch (const std::exception& e) {

@@ -120,6 +120,8 @@ Status ListDatabase(ObjectStore* store, const std::string& tenant, const std::st
 
 constexpr uint64_t kRestoreLatest = UINT64_MAX;
 
+struct RestoreOptions;
+
 // What a restore will read, in order.
 struct RestorePlan {
   std::string generation;
@@ -135,6 +137,15 @@ struct RestorePlan {
   uint64_t bytes = 0;              // sizes of snapshot + segments
   bool partial = false;            // `partial` accepted a gap: ends before what was asked
   std::vector<std::string> headers_read;  // objects whose headers planning read (ranged GETs)
+  // Set by ResolveRestorePoint: the target falls inside a compacted segment
+  // with coarse restore points (docs/FORMAT.md, "Compaction"); the restore
+  // ends at the latest point at or before the target, txid_min == txid_max
+  // == that point, committed at point_commit_us.
+  // PlanRestore also sets it for a time target that falls between the
+  // previous state and a coarse segment's first point.
+  bool coarse = false;
+  uint32_t coarse_level = 0;
+  int64_t point_commit_us = 0;
 };
 
 // Chooses the generation, snapshot and segment chain for `target_txid`
@@ -146,6 +157,13 @@ struct RestorePlan {
 // the message names the object and the last reachable txid.
 Status PlanRestore(const CatalogDatabase& catalog, uint64_t target_txid,
                    const std::string& generation, RestorePlan* plan, bool partial = false);
+
+// For --dry-run: when the plan's last segment is a compacted one with
+// coarse restore points and the target lies inside it, downloads that one
+// segment and sets plan->coarse, txid_min = txid_max = the point the restore
+// will use and point_commit_us. Otherwise leaves the plan unchanged (one
+// ranged header GET). Errors: the store's, Corruption.
+Status ResolveRestorePoint(ObjectStore* store, const RestoreOptions& options, RestorePlan* plan);
 
 // ---- restore -------------------------------------------------------------------
 
@@ -194,6 +212,14 @@ struct RestoreResult {
   std::string failed_object;   // with partial: the object restore stopped at ("" = a gap)
   std::vector<std::string> warnings;
   std::vector<std::string> keys_read;  // objects downloaded whole, in order
+  // The target fell inside a compacted range with coarse restore points: the
+  // result is the latest point at or before it (txid, commit_us) rather than
+  // the exact state asked for (docs/FORMAT.md, "Compaction").
+  bool coarse = false;
+  uint32_t point_level = 0;    // with coarse: the compaction level of that segment
+  // Times the plan was made again because an object it named disappeared
+  // while restoring (retention or compaction deleted it): at most 2.
+  uint64_t replans = 0;
 };
 
 // Lists the replica and plans a restore for `options` (target, generation,

@@ -35,7 +35,7 @@ enum : size_t {
   kOffChecksumBefore = 56,
   kOffChecksumAfter = 64,
   kOffWal = 72,  // salt1, salt2, frame, cksum1, cksum2: 5 x u32
-  kOffReserved1 = 92,
+  kOffLevel = 92,  // u32: bits 0-7 level, bit 8 points, others zero
   kOffPageTotal = 96,
   kOffBodySize = 104,
   kOffTenant = 112,
@@ -72,6 +72,7 @@ void EncodeHeader(const SegmentHeader& h, uint64_t page_total, uint64_t body_siz
   PutU32(p + kOffWal + 8, h.wal_after.frame);
   PutU32(p + kOffWal + 12, h.wal_after.cksum1);
   PutU32(p + kOffWal + 16, h.wal_after.cksum2);
+  PutU32(p + kOffLevel, (h.level & 0xff) | (h.points ? 0x100u : 0u));
   PutU64(p + kOffPageTotal, page_total);
   PutU64(p + kOffBodySize, body_size);
   PutName(p + kOffTenant, h.tenant);
@@ -90,9 +91,14 @@ Status DecodeHeader(const uint8_t* p, SegmentHeader* out, uint64_t* page_total,
                               std::to_string(GetU32(p + kOffVersion)));
   if (GetU64(p + kOffHeaderCrc) != Crc64(p, kOffHeaderCrc))
     return Status::Corruption("segment header CRC mismatch");
-  if (!AllZero(p + kOffReserved1, 4) || !AllZero(p + kOffReserved2, kOffHeaderCrc - kOffReserved2))
+  if (!AllZero(p + kOffReserved2, kOffHeaderCrc - kOffReserved2))
     return Status::Corruption("segment header: reserved bytes are not zero");
+  const uint32_t lv = GetU32(p + kOffLevel);
+  if ((lv & ~0x1ffu) != 0 || (lv & 0xff) > 15)
+    return Status::Corruption("segment header: invalid level field");
   SegmentHeader h;
+  h.level = lv & 0xff;
+  h.points = (lv & 0x100) != 0;
   h.version = kFormatVersion;
   h.page_size = GetU32(p + kOffPageSize);
   h.min_txid = GetU64(p + kOffMinTxid);
@@ -120,7 +126,8 @@ Status DecodeHeader(const uint8_t* p, SegmentHeader* out, uint64_t* page_total,
     return Status::Corruption("segment header: invalid page size " + std::to_string(h.page_size));
   if (h.min_txid == 0 || h.max_txid < h.min_txid)
     return Status::Corruption("segment header: invalid txid range");
-  if (h.max_txid - h.min_txid + 1 != h.txn_count)
+  if (h.points ? (h.txn_count == 0 || h.txn_count > h.max_txid - h.min_txid + 1)
+               : h.max_txid - h.min_txid + 1 != h.txn_count)
     return Status::Corruption("segment header: txn_count does not match the txid range");
   if (h.db_pages_after == 0) return Status::Corruption("segment header: database has no pages");
   uint64_t expect = 0;
@@ -193,9 +200,12 @@ Status SegmentWriter::BeginTxn(const TxnInfo& txn) {
   if (!w.open) return Status::InvalidArgument("segment writer is not open");
   if (w.in_txn && w.pages_in_txn != w.cur.page_count)
     return w.Fail(Status::InvalidArgument("segment: previous transaction is missing pages"));
-  if (txn.txid != w.hdr.min_txid + w.txns)
+  const bool ordered = w.hdr.points
+                           ? (w.txns == 0 ? txn.txid >= w.hdr.min_txid : txn.txid > w.cur.txid)
+                           : txn.txid == w.hdr.min_txid + w.txns;
+  if (!ordered)
     return w.Fail(Status::InvalidArgument("segment: txid " + std::to_string(txn.txid) +
-                                          " is not consecutive"));
+                                          (w.hdr.points ? " is not increasing" : " is not consecutive")));
   if (w.txns >= UINT32_MAX) return w.Fail(Status::InvalidArgument("segment: too many txns"));
   if (txn.db_pages_after == 0 || txn.page_count > txn.db_pages_after)
     return w.Fail(Status::InvalidArgument("segment: bad page counts in transaction"));
@@ -245,7 +255,7 @@ Status SegmentWriter::Finish(const WalPosition& wal_after, bool sync, uint64_t* 
   if (w.pages_in_txn != w.cur.page_count)
     return w.Fail(Status::InvalidArgument("segment: last transaction is missing pages"));
   SegmentHeader& h = w.hdr;
-  h.max_txid = h.min_txid + w.txns - 1;
+  h.max_txid = h.points ? w.cur.txid : h.min_txid + w.txns - 1;
   h.txn_count = static_cast<uint32_t>(w.txns);
   h.db_pages_after = w.cur.db_pages_after;
   h.last_commit_us = w.cur.commit_us;
@@ -309,6 +319,7 @@ Status SegmentReader::ForEach(
   TW_RETURN_IF_ERROR(src.InitMemory(impl_->body));
   std::vector<uint8_t> page(h.page_size);
   uint64_t pages_seen = 0;
+  uint64_t prev_txid = h.min_txid - 1;
   for (uint64_t i = 0; i < h.txn_count; i++) {
     uint8_t rec[kTxnRecordSize];
     TW_RETURN_IF_ERROR(src.Read(rec, sizeof(rec)));
@@ -319,9 +330,16 @@ Status SegmentReader::ForEach(
     t.page_count = GetU32(rec + 20);
     t.checksum_after = GetU64(rec + 24);
     std::string at = "segment txn " + std::to_string(t.txid) + ": ";
-    if (t.txid != h.min_txid + i)
+    if (h.points) {
+      if (t.txid <= prev_txid || t.txid > h.max_txid ||
+          (i + 1 == h.txn_count && t.txid != h.max_txid))
+        return Status::Corruption("segment: restore point txid " + std::to_string(t.txid) +
+                                  " out of order or outside the header's range");
+    } else if (t.txid != h.min_txid + i) {
       return Status::Corruption("segment: txid " + std::to_string(t.txid) + " where " +
                                 std::to_string(h.min_txid + i) + " was expected");
+    }
+    prev_txid = t.txid;
     if (t.db_pages_after == 0 || t.page_count > t.db_pages_after)
       return Status::Corruption(at + "page count exceeds the database size");
     if (t.page_count > impl_->page_total - pages_seen)

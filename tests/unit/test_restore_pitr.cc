@@ -360,6 +360,8 @@ void CheckReads(CountingStore* store, const RestoreResult& r, uint64_t txid) {
 
 }  // namespace
 
+#ifndef TW_PITR_HELPERS_ONLY  // test_compaction.cc reuses the helpers above
+
 TEST_CASE("pitr: restores at random txids and instants match the recorded history") {
   // Built once and shared by the subcases (none of them changes the replica).
   static std::unique_ptr<Fixture> shared;
@@ -746,3 +748,5 @@ TEST_CASE("pitr: 20,000 transactions from a file:// store (timings)") {
                             << " header reads, " << r.pages << " pages");
   }
 }
+
+#endif  // TW_PITR_HELPERS_ONLY
