@@ -751,11 +751,13 @@ void Replicator::UploadLoop() {
         {"tenantwal-max-txid", std::to_string(s.max_txid)},
         {"tenantwal-commit-us", std::to_string(s.last_commit_us)}};
     Status st = s.store->PutFile(s.key, s.path, meta);
-    tenants_->Charge(d->tenant, s.bytes, 1, tw::ring::NowMicros());
+    const int64_t debt_until = tenants_->Charge(d->tenant, s.bytes, 1, tw::ring::NowMicros());
     bool more = false;
     {
       std::lock_guard<std::mutex> lk(d->mu);
       d->uploading = false;
+      // Over the limit after this upload: shown as throttled until repaid.
+      d->throttled_until_us = debt_until > tw::ring::NowMicros() ? debt_until : 0;
       if (st.ok()) {
         unlink(s.path.c_str());
         if (!d->sealed.empty() && d->sealed.front().path == s.path) d->sealed.pop_front();
@@ -847,7 +849,10 @@ void Replicator::SnapshotLoop() {
     if (st.ok()) {
       std::lock_guard<std::mutex> lk(d->mu);
       if (d->snapshots != old_snaps) {
-        tenants_->Charge(d->tenant, d->bytes_uploaded - old_bytes, 1, tw::ring::NowMicros());
+        const int64_t until =
+            tenants_->Charge(d->tenant, d->bytes_uploaded - old_bytes, 1, tw::ring::NowMicros());
+        d->throttled_until_us = until > tw::ring::NowMicros() ? until : 0;
+        PublishSlot(d.get());
       }
       if (d->generation != old_gen) {
         Log(Level::kInfo, "snapshot taken: new generation",

@@ -123,7 +123,13 @@ void Replicator::SettingsChanged(const std::map<std::string, Effective>& before,
                                             : tenants_->Get(name == "*" ? "" : name);
     const Effective b = after.count(name) ? after.at(name) : tenants_->Get(name == "*" ? "" : name);
     for (int f = 0; f < kFieldCount; ++f) {
-      const std::string ov = a.JsonValue(f), nv = b.JsonValue(f);
+      std::string ov = a.JsonValue(f), nv = b.JsonValue(f);
+      if (ov == nv && a.source[f] == b.source[f]) continue;
+      auto plain = [](std::string* v) {  // "\"30s\"" -> "30s" (durations have no escapes)
+        if (v->size() >= 2 && v->front() == '"') *v = v->substr(1, v->size() - 2);
+      };
+      plain(&ov);
+      plain(&nv);
       if (ov == nv && a.source[f] == b.source[f]) continue;
       // Values are durations, numbers or a replica *reference* (URL, endpoint,
       // region, credentials reference): never a secret.

@@ -202,11 +202,11 @@ int64_t TenantRegistry::AdmitWaitUs(const std::string& tenant, int64_t now_us) {
   return wait;
 }
 
-void TenantRegistry::Charge(const std::string& tenant, uint64_t bytes, uint64_t requests,
+int64_t TenantRegistry::Charge(const std::string& tenant, uint64_t bytes, uint64_t requests,
                             int64_t now_us) {
   std::lock_guard<std::mutex> lk(mu_);
   Bucket* b = BucketLocked(tenant, now_us);
-  if (!b) return;
+  if (!b) return 0;
   int64_t until = now_us;
   if (b->rate_bytes > 0) {
     b->bytes -= double(bytes);
@@ -222,6 +222,7 @@ void TenantRegistry::Charge(const std::string& tenant, uint64_t bytes, uint64_t 
     b->throttled_us += until - std::max(now_us, b->debt_until_us);
     b->debt_until_us = until;
   }
+  return b->debt_until_us;
 }
 
 Throttle TenantRegistry::ThrottleState(const std::string& tenant, int64_t now_us) const {

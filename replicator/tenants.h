@@ -95,8 +95,9 @@ class TenantRegistry {
 
   // 0 if the tenant may upload now; else microseconds to wait.
   int64_t AdmitWaitUs(const std::string& tenant, int64_t now_us);
-  // Charges an upload of `bytes` in `requests` requests.
-  void Charge(const std::string& tenant, uint64_t bytes, uint64_t requests, int64_t now_us);
+  // Charges an upload of `bytes` in `requests` requests. Returns the time
+  // until which the tenant is now in debt (<= now_us: not throttled).
+  int64_t Charge(const std::string& tenant, uint64_t bytes, uint64_t requests, int64_t now_us);
   Throttle ThrottleState(const std::string& tenant, int64_t now_us) const;
 
  private:
