@@ -102,8 +102,8 @@ def test():
              f"GET /api/tenants/beta shows the file's settings: {b['sources']}")
     a = d.api("/api/tenants/alpha")
     tw.check(a["replica"]["url"] == d.replica and a["sources"]["replica"] == "flag"
-             and a["snapshotInterval"] == "24h" and a["sources"]["snapshotInterval"] == "default",
-             "alpha: default replica (--replica), built-in snapshotInterval 24h")
+             and a["snapshotInterval"] == "1d" and a["sources"]["snapshotInterval"] == "default",
+             f"alpha: default replica (--replica), built-in snapshotInterval 1d (24h): {a["sources"]}")
 
     # Writers on both tenants for the whole test.
     pairs = [("alpha", "a1"), ("beta", "b1")]
