@@ -967,6 +967,9 @@ tw::Status ApiServer::Start(const std::string& addr) {
   Impl* im = impl_.get();
   auto& srv = impl_->srv;
   srv.set_payload_max_length(kMaxBody);
+  // Headers and body go out in separate writes: without TCP_NODELAY a
+  // keep-alive client waits for Nagle + its delayed ACK (~40 ms a request).
+  srv.set_tcp_nodelay(true);
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets a
   // second daemon bind the same port silently and split the requests.
   srv.set_socket_options([](socket_t sock) {

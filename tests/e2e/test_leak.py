@@ -13,9 +13,12 @@ Two phases:
      the API promises until retention): growth is linear but small and bounded
      by --ring-slots. Asserted: fds grow by at most FD_TOL; RSS by at most
      TOMBSTONE_KIB per name.
-  2. The same N names again (register, delete): no new slot, no new entry:
-     RSS grows by at most FLAT_MIB and fds by at most FD_TOL. This is the
-     leak check proper: registration/deletion itself leaks nothing.
+  2. The same N names again, twice (register, delete): no new slot, no new
+     entry. A re-registered database is snapshotted at once (no grace
+     period), so the first pass also warms up the snapshot and upload paths
+     (sqlite, zstd and curl state per worker thread: a one-time step); over
+     the second pass RSS grows by at most FLAT_MIB and fds by at most FD_TOL.
+     This is the leak check proper: registration/deletion leaks nothing.
 
 N is 2,000 in CI (TENANTWAL_LEAK_N=10000 for the long form).
 """
@@ -23,6 +26,7 @@ N is 2,000 in CI (TENANTWAL_LEAK_N=10000 for the long form).
 import http.client
 import json
 import os
+import socket
 import sqlite3
 import sys
 import time
@@ -53,7 +57,15 @@ class Api:
 
     def __init__(self, port):
         self.port = port
-        self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.c = self.connect()
+
+    def connect(self):
+        # TCP_NODELAY: http.client sends headers and body in two writes; with
+        # Nagle and delayed ACKs each request would take 40 ms.
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        c.connect()
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return c
 
     def call(self, method, path, body=None):
         for attempt in range(3):
@@ -64,7 +76,7 @@ class Api:
                 return r.status, r.read()
             except (http.client.HTTPException, ConnectionError, OSError):
                 self.c.close()
-                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                self.c = self.connect()
                 if attempt == 2:
                     raise
         return None, None
@@ -119,13 +131,17 @@ def test():
             sample(f"phase 1 midway ({i + 1} distinct names)")
     el1 = time.monotonic() - t0
     s1 = sample(f"phase 1 end ({N} distinct names, {el1:.1f}s, {2 * N / el1:.0f} requests/s)")
-    t0 = time.monotonic()
-    for i in range(N):
-        cycle(api, d.root, template, i)
-        if i == N // 2:
-            sample(f"phase 2 midway ({i + 1} names again)")
-    el2 = time.monotonic() - t0
-    s2 = sample(f"phase 2 end ({N} names registered and deleted again, {el2:.1f}s)")
+    for rnd in ("a", "b"):
+        t0 = time.monotonic()
+        for i in range(N):
+            cycle(api, d.root, template, i)
+            if i == N // 2:
+                sample(f"phase 2{rnd} midway ({i + 1} names again)")
+        el2 = time.monotonic() - t0
+        last = sample(f"phase 2{rnd} end ({N} names again, {el2:.1f}s)")
+        if rnd == "a":
+            s2a = last
+    s2 = last
 
     h = d.api("/api/health")
     tw.log(f"ring slots used {h['ring']['slotsUsed']} of {h['ring']['slotCount']}; "
@@ -140,13 +156,17 @@ def test():
              f"when a name comes back)")
     per_name = (s1[1] - s0[1]) / N
     tw.check(s1[2] - s0[2] <= FD_TOL and s2[2] - s0[2] <= FD_TOL,
-             f"open fds bounded: {s0[2]} -> {s1[2]} -> {s2[2]} (tolerance +{FD_TOL})")
+             f"open fds bounded: {s0[2]} -> {s1[2]} -> {s2a[2]} -> {s2[2]} (tolerance "
+             f"+{FD_TOL}: S3 keep-alive connections)")
     tw.check(per_name <= TOMBSTONE_KIB,
              f"phase 1 (distinct names): RSS +{s1[1] - s0[1]} KiB = {per_name:.2f} KiB per deleted "
              f"name (tombstone: slot + Db entry; tolerance {TOMBSTONE_KIB} KiB)")
-    tw.check(s2[1] - s1[1] <= FLAT_MIB * 1024,
-             f"phase 2 (same names again): RSS {s1[1]} -> {s2[1]} KiB "
-             f"({s2[1] - s1[1]:+d} KiB; tolerance {FLAT_MIB} MiB): no leak per registration/deletion")
+    tw.log(f"phase 2a (first re-registration, warms up snapshots/uploads): RSS {s1[1]} -> "
+           f"{s2a[1]} KiB ({s2a[1] - s1[1]:+d} KiB)")
+    tw.check(s2[1] - s2a[1] <= FLAT_MIB * 1024,
+             f"phase 2b (same names again): RSS {s2a[1]} -> {s2[1]} KiB "
+             f"({s2[1] - s2a[1]:+d} KiB for {N} registrations + deletions; tolerance {FLAT_MIB} "
+             f"MiB): no leak per registration/deletion")
     tw.check(d.alive(), "tenantwald still running")
 
 
