@@ -168,12 +168,13 @@ TenantRegistry::Bucket* TenantRegistry::BucketLocked(const std::string& tenant, 
   }
   Bucket& b = buckets_[tenant];
   if (b.rate_bytes != e.rate_bytes || b.rate_requests != e.rate_requests) {
-    // New limits: start from an empty bucket with no debt; the part of the
-    // old debt that lies in the future was never spent throttled.
+    // New limits: start from a full bucket (one second's worth) with no
+    // debt; the part of the old debt that lies in the future was never
+    // spent throttled.
     if (b.debt_until_us > now_us) b.throttled_us -= b.debt_until_us - now_us;
     b.debt_until_us = std::min(b.debt_until_us, now_us);
-    b.bytes = 0;
-    b.requests = 0;
+    b.bytes = double(std::max<int64_t>(0, e.rate_bytes));
+    b.requests = double(std::max<int64_t>(0, e.rate_requests));
     b.last_us = now_us;
     b.rate_bytes = e.rate_bytes;
     b.rate_requests = e.rate_requests;
