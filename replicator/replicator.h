@@ -193,6 +193,7 @@ class Replicator {
  private:
   friend class Snapshotter;
   std::shared_ptr<Db> GetDb(uint32_t slot, bool create);
+  DbView View(Db* d, int64_t now_us);
   void ConsumeLoop();
   void FlushLoop();
   void UploadLoop();
