@@ -226,12 +226,12 @@ int64_t TenantRegistry::Charge(const std::string& tenant, uint64_t bytes, uint64
   return b->debt_until_us;
 }
 
-Throttle TenantRegistry::ThrottleState(const std::string& tenant, int64_t now_us) const {
+Throttle TenantRegistry::ThrottleState(const std::string& tenant, int64_t now_us) {
   std::lock_guard<std::mutex> lk(mu_);
   Throttle t;
-  auto it = buckets_.find(tenant);
-  if (it == buckets_.end()) return t;
-  const Bucket& b = it->second;
+  const Bucket* bp = BucketLocked(tenant, now_us);
+  if (!bp) return t;
+  const Bucket& b = *bp;
   t.throttled = b.debt_until_us > now_us;
   // Only the part of the debt already lived through counts.
   int64_t us = b.throttled_us - std::max<int64_t>(0, b.debt_until_us - now_us);

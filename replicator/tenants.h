@@ -98,7 +98,9 @@ class TenantRegistry {
   // Charges an upload of `bytes` in `requests` requests. Returns the time
   // until which the tenant is now in debt (<= now_us: not throttled).
   int64_t Charge(const std::string& tenant, uint64_t bytes, uint64_t requests, int64_t now_us);
-  Throttle ThrottleState(const std::string& tenant, int64_t now_us) const;
+  // The tenant's throttling now (under its current limits: a lifted limit
+  // ends the debt at once).
+  Throttle ThrottleState(const std::string& tenant, int64_t now_us);
 
  private:
   struct Bucket {
