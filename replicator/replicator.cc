@@ -1127,6 +1127,12 @@ Status Replicator::RequestSnapshot(const std::string& tenant, const std::string&
     return Status::Aborted(tenant + "/" + db + " is deleted: register it again first");
   }
   d->next_attempt_us = 0;
+  if (d->phase == Phase::kNeedSnapshot) {
+    // It may be waiting out a backoff in deferred_: look at it now.
+    std::lock_guard<std::mutex> g(mu_);
+    snapshot_q_.push_back(dbs_[d->slot]);
+    cv_.notify_all();
+  }
   if (d->phase != Phase::kActive) return Status::OK();  // one is already pending
   NeedSnapshotLocked(d.get(), "snapshot requested through the API");
   PublishSlot(d.get());
