@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import twtest as tw  # noqa: E402
 
 N = int(os.environ.get("TENANTWAL_LEAK_N", "2000"))
-FD_TOL = 8
+FD_TOL = 4          # files (non-socket fds) after a quiet second
+SOCK_MAX = 16       # sockets: API listener + client, S3 keep-alive (one per worker thread)
 TOMBSTONE_KIB = 6
 FLAT_MIB = 4
 
@@ -49,7 +50,16 @@ def rss_kib(pid):
 
 
 def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """(all open fds, of which sockets)."""
+    n = socks = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        n += 1
+        socks += target.startswith("socket:")
+    return n, socks
 
 
 class Api:
@@ -117,20 +127,24 @@ def test():
     time.sleep(1)
     table = []
 
-    def sample(label):
-        row = (label, rss_kib(pid), fds(pid))
+    def sample(label, settle=False):
+        if settle:  # let snapshots of just-registered databases finish or abort
+            time.sleep(2)
+        n, socks = fds(pid)
+        row = (label, rss_kib(pid), n, socks)
         table.append(row)
-        tw.log(f"{label}: VmRSS {row[1]} KiB, {row[2]} open fds")
+        tw.log(f"{label}: VmRSS {row[1]} KiB, {n} open fds ({socks} sockets)")
         return row
 
-    s0 = sample("start")
+    s0 = sample("start", settle=True)
     t0 = time.monotonic()
     for i in range(N):
         cycle(api, d.root, template, i)
         if i == N // 2:
             sample(f"phase 1 midway ({i + 1} distinct names)")
     el1 = time.monotonic() - t0
-    s1 = sample(f"phase 1 end ({N} distinct names, {el1:.1f}s, {2 * N / el1:.0f} requests/s)")
+    s1 = sample(f"phase 1 end ({N} distinct names, {el1:.1f}s, {2 * N / el1:.0f} requests/s)",
+                settle=True)
     for rnd in ("a", "b"):
         t0 = time.monotonic()
         for i in range(N):
@@ -138,7 +152,7 @@ def test():
             if i == N // 2:
                 sample(f"phase 2{rnd} midway ({i + 1} names again)")
         el2 = time.monotonic() - t0
-        last = sample(f"phase 2{rnd} end ({N} names again, {el2:.1f}s)")
+        last = sample(f"phase 2{rnd} end ({N} names again, {el2:.1f}s)", settle=True)
         if rnd == "a":
             s2a = last
     s2 = last
@@ -146,18 +160,23 @@ def test():
     h = d.api("/api/health")
     tw.log(f"ring slots used {h['ring']['slotsUsed']} of {h['ring']['slotCount']}; "
            f"databasesByStatus {h['databasesByStatus']}")
-    print("\n    %-62s %12s %8s" % ("point", "VmRSS KiB", "fds"))
-    for label, r, n in table:
-        print("    %-62s %12d %8d" % (label, r, n))
+    print("\n    %-62s %12s %8s %8s" % ("point", "VmRSS KiB", "fds", "sockets"))
+    for label, r, n, k in table:
+        print("    %-62s %12d %8d %8d" % (label, r, n, k))
     print()
     tw.check(h["databasesByStatus"].get("deleted", 0) == N + 50
              and h["ring"]["slotsUsed"] <= N + 50 + 5,
              f"{N + 50} deleted databases, {h['ring']['slotsUsed']} slots (one per name, reused "
              f"when a name comes back)")
     per_name = (s1[1] - s0[1]) / N
-    tw.check(s1[2] - s0[2] <= FD_TOL and s2[2] - s0[2] <= FD_TOL,
-             f"open fds bounded: {s0[2]} -> {s1[2]} -> {s2a[2]} -> {s2[2]} (tolerance "
-             f"+{FD_TOL}: S3 keep-alive connections)")
+    files = [r[2] - r[3] for r in (s0, s1, s2a, s2)]
+    tw.check(max(files) - files[0] <= FD_TOL,
+             f"open files (non-socket fds) bounded: {' -> '.join(map(str, files))} at the quiet "
+             f"points (tolerance +{FD_TOL})")
+    socks = [r[3] for r in (s0, s1, s2a, s2)]
+    tw.check(max(socks) <= SOCK_MAX and s2[2] - s2a[2] <= FD_TOL,
+             f"sockets bounded: {' -> '.join(map(str, socks))} (at most {SOCK_MAX}: API and S3 "
+             f"keep-alive connections); phase 2b fds {s2a[2]} -> {s2[2]}")
     tw.check(per_name <= TOMBSTONE_KIB,
              f"phase 1 (distinct names): RSS +{s1[1] - s0[1]} KiB = {per_name:.2f} KiB per deleted "
              f"name (tombstone: slot + Db entry; tolerance {TOMBSTONE_KIB} KiB)")
