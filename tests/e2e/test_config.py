@@ -103,7 +103,7 @@ def test():
     a = d.api("/api/tenants/alpha")
     tw.check(a["replica"]["url"] == d.replica and a["sources"]["replica"] == "flag"
              and a["snapshotInterval"] == "1d" and a["sources"]["snapshotInterval"] == "default",
-             f"alpha: default replica (--replica), built-in snapshotInterval 1d (24h): {a["sources"]}")
+             f"alpha: default replica (--replica), built-in snapshotInterval 1d (24h): {a['sources']}")
 
     # Writers on both tenants for the whole test.
     pairs = [("alpha", "a1"), ("beta", "b1")]
