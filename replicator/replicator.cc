@@ -403,6 +403,7 @@ void Replicator::OnRecord(const tw::ring::RecordHeader* r) {
         d->pending.clear();
         d->pending_bytes = 0;
         d->partial.reset();
+        std::vector<uint64_t>().swap(d->page_crc);  // a tombstone keeps no per-page state
         Log(Level::kInfo, "database deleted: replication stopped, replica kept",
             {{"audit", 1}, {"action", "delete"}, {"source", "vfs"}, {"tenant", d->tenant},
              {"db", d->name}});
@@ -1105,6 +1106,9 @@ Status Replicator::StopDatabase(const std::string& tenant, const std::string& db
   d->pending.clear();
   d->pending_bytes = 0;
   d->partial.reset();
+  // A tombstone keeps no per-page state (8 bytes a page); a new registration
+  // starts with a snapshot, which rebuilds it.
+  std::vector<uint64_t>().swap(d->page_crc);
   const std::string dir = opts_.spool_dir + "/state/" + tenant;
   Status st = MkdirAll(dir, 0700);
   if (st.ok()) {
