@@ -109,6 +109,7 @@ std::string DbJson(Replicator* rep, const Replicator::DbView& d) {
   Field(&o, "transactionsReplicated", int64_t(d.txns));
   Field(&o, "snapshots", int64_t(d.snapshots));
   Field(&o, "errors", int64_t(d.errors));
+  Raw(&o, "throttled", d.throttled ? "true" : "false");
   if (d.last_snapshot_us > 0) Field(&o, "lastSnapshotAt", Rfc3339(d.last_snapshot_us));
   if (d.last_error.empty()) o += ",\"lastError\":null";
   else Field(&o, "lastError", d.last_error);
@@ -352,7 +353,7 @@ std::map<std::string, TenantTotals> Tenants(Replicator* rep) {
     t.pending += int64_t(d.pending_bytes);
     t.max_lag_ms = std::max(t.max_lag_ms, d.lag_ms);
   }
-  for (auto& kv : rep->TenantSyncOverrides()) m[kv.first];
+  for (auto& t : rep->tenants()->Configured()) m[t];
   return m;
 }
 
@@ -371,37 +372,29 @@ std::string TenantJson(Replicator* rep, const std::string& name, const TenantTot
   Field(&o, "errors", t.errors);
   Field(&o, "pendingBytes", t.pending);
   Field(&o, "maxLagMs", t.max_lag_ms);
-  std::string url = rep->options().replica_url;
+  const Effective e = rep->tenants()->Get(name);
+  std::string url = e.replica.url;
   while (!url.empty() && url.back() == '/') url.pop_back();
   Field(&o, "s3Path", url + "/tenants/" + name + "/");
-  // Settings: only syncInterval can differ per tenant; the others are the
-  // daemon-wide values (null: the feature does not exist yet).
+  const Throttle th = rep->tenants()->ThrottleState(name, tw::ring::NowMicros());
+  Raw(&o, "throttled", th.throttled ? "true" : "false");
+  Raw(&o, "throttledSeconds", std::to_string(th.throttled_seconds));
+  // Effective settings (docs/API.md); "sources" says which layer set each
+  // one: api, config-tenant, config-defaults, flag or default.
   Field(&o, "syncInterval", FormatDuration(sync));
   Field(&o, "syncIntervalSource", std::string(own ? "tenant" : "global"));
-  Raw(&o, "rateLimitBytesPerSecond", "null");
-  Raw(&o, "rateLimitRequestsPerSecond", "null");
-  Field(&o, "snapshotInterval", FormatDuration(rep->SnapshotIntervalUs(name)));
-  Field(&o, "retention", FormatDuration(rep->RetentionUs(name)));
-  Field(&o, "replica", rep->options().replica_url);
+  for (int f = kRateBytes; f < kFieldCount; ++f) Raw(&o, kFieldNames[f], e.JsonValue(f));
+  o += ",\"sources\":{";
+  for (int f = 0; f < kFieldCount; ++f) Field(&o, kFieldNames[f], std::string(SourceName(e.source[f])), f > 0);
+  o += "}";
   o += "}";
   return o;
 }
 
-// Settings a PATCH may name but tenantwald cannot apply per tenant yet (501).
-const std::map<std::string, const char*> kUnsupported = {
-    {"rateLimitBytesPerSecond", "tenantwald has no upload rate limiting yet"},
-    {"rateLimitRequestsPerSecond", "tenantwald has no request rate limiting yet"},
-    {"snapshotInterval",
-     "the snapshot interval is daemon-wide (--snapshot-interval); per-tenant intervals are "
-     "not supported yet"},
-    {"retention", "retention is daemon-wide (--retention); per-tenant retention is not "
-     "supported yet"},
-    {"replica", "the replica is daemon-wide (--replica); a per-tenant replica is not supported yet"},
-};
 const std::set<std::string> kReadOnly = {
     "tenantId", "databases", "activeDatabases", "deletedDatabases", "databasesWithErrors",
     "bytesReplicated", "transactionsReplicated", "snapshots", "errors", "pendingBytes",
-    "maxLagMs", "s3Path", "syncIntervalSource"};
+    "maxLagMs", "s3Path", "syncIntervalSource", "throttled", "throttledSeconds", "sources"};
 
 // ---- the router ---------------------------------------------------------------------
 
@@ -441,7 +434,9 @@ void Health(Ctx& c) {
   SpoolUsage sp = ScanSpool(rep->options().spool_dir);
   const bool s3_bad = sh.last_us > 0 && !sh.last_ok;
   std::string b = "{";
-  Field(&b, "status", std::string(s3_bad ? "degraded" : "ok"), false);
+  // Degraded: the last S3 request failed, or the last config reload was refused.
+  const bool cfg_bad = !rep->config_state().last_ok;
+  Field(&b, "status", std::string(s3_bad || cfg_bad ? "degraded" : "ok"), false);
   Field(&b, "version", std::string(TENANTWAL_VERSION));
   Field(&b, "uptimeSeconds", (tw::ring::NowMicros() - rep->started_us()) / 1000000);
   Field(&b, "startedAt", Rfc3339(rep->started_us()));
@@ -492,6 +487,21 @@ void Health(Ctx& c) {
   for (auto& [p, n] : by_phase) Field(&b, p.c_str(), n, i++ > 0);
   b += "}";
   Field(&b, "laggingDatabases", lagging);
+  {
+    // The configuration file: a rejected reload shows here until a good one.
+    const auto cs = rep->config_state();
+    b += ",\"config\":{";
+    if (cs.path.empty()) Raw(&b, "path", "null", false);
+    else Field(&b, "path", cs.path, false);
+    TimeField(&b, "loadedAt", cs.loaded_us);
+    TimeField(&b, "lastReloadAt", cs.last_attempt_us);
+    Raw(&b, "lastReloadOk", cs.last_ok ? "true" : "false");
+    if (cs.last_error.empty()) Raw(&b, "lastError", "null");
+    else Field(&b, "lastError", cs.last_error);
+    Field(&b, "reloads", int64_t(cs.reloads));
+    Field(&b, "failedReloads", int64_t(cs.failures));
+    b += "}";
+  }
   Field(&b, "databasesWithErrors", with_errors);
   b += "}";
   Json(c.res, 200, b);
@@ -733,30 +743,108 @@ void OneTenant(Ctx& c, const std::string& tenant) {
   Json(c.res, 200, TenantJson(c.rep, tenant, it->second));
 }
 
+// Reads one settings field of a PATCH body into `set` (or `clear` for null).
+// False with a 400 already sent when the value is invalid.
+bool PatchField(Ctx& c, int f, simdjson::dom::element v, Settings* set, std::vector<int>* clear) {
+  if (v.is_null()) {
+    clear->push_back(f);
+    return true;
+  }
+  std::string_view sv;
+  const bool is_str = v.get_string().get(sv) == simdjson::SUCCESS;
+  const std::string str(is_str ? sv : std::string_view());
+  int64_t us = 0;
+  switch (f) {
+    case kSync:
+      if (!is_str || !ParseDurationIn(str, kMinSyncUs, kMaxSyncUs, &us)) {
+        Error(c.res, 400, "invalid_field",
+              "syncInterval must be a duration from 1ms to 24h (\"500ms\", \"2s\", \"1m\") or "
+              "null for the global value");
+        return false;
+      }
+      set->sync_us = us;
+      return true;
+    case kSnapshot:
+    case kRetention: {
+      const int64_t lo = f == kSnapshot ? kMinSnapshotUs : kMinRetentionUs;
+      const int64_t hi = f == kSnapshot ? kMaxSnapshotUs : kMaxRetentionUs;
+      if (!is_str || !ParseDurationIn(str, lo, hi, &us)) {
+        Error(c.res, 400, "invalid_field",
+              std::string(kFieldNames[f]) + " must be a duration from " + FormatDurationLong(lo) +
+                  " to " + FormatDurationLong(hi) + " (\"30m\", \"24h\", \"7d\") or null for the "
+                  "global value");
+        return false;
+      }
+      (f == kSnapshot ? set->snapshot_us : set->retention_us) = us;
+      return true;
+    }
+    case kRateBytes:
+    case kRateRequests: {
+      int64_t n = -1;
+      if (v.get_int64().get(n) != simdjson::SUCCESS || n < 0 || n > kMaxRate) {
+        Error(c.res, 400, "invalid_field",
+              std::string(kFieldNames[f]) + " must be an integer >= 0 (0 = unlimited) or null "
+              "for the global value");
+        return false;
+      }
+      (f == kRateBytes ? set->rate_bytes : set->rate_requests) = n;
+      return true;
+    }
+    case kReplica: {
+      ReplicaTarget t;
+      simdjson::dom::object o;
+      if (is_str) {
+        t.url = str;
+      } else if (v.get_object().get(o) == simdjson::SUCCESS) {
+        for (auto kv : o) {
+          const std::string k(kv.key);
+          std::string_view x;
+          if (k != "url" && k != "endpoint" && k != "region" && k != "credentials") {
+            Error(c.res, 400, "invalid_field",
+                  "replica." + k + ": unknown (replica takes url, endpoint, region, credentials)");
+            return false;
+          }
+          if (kv.value.is_null()) continue;
+          if (kv.value.get_string().get(x) != simdjson::SUCCESS) {
+            Error(c.res, 400, "invalid_field", "replica." + k + " must be a string");
+            return false;
+          }
+          (k == "url" ? t.url : k == "endpoint" ? t.endpoint : k == "region" ? t.region
+                                                                          : t.credentials) = x;
+        }
+      } else {
+        Error(c.res, 400, "invalid_field",
+              "replica must be a URL string, an object {url, endpoint, region, credentials} or "
+              "null");
+        return false;
+      }
+      tw::Status st = ValidateTarget(t, "replica");
+      if (!st.ok()) {
+        Error(c.res, 400, "invalid_field", st.message());
+        return false;
+      }
+      set->replica = t;
+      return true;
+    }
+  }
+  return false;
+}
+
 void PatchTenant(Ctx& c, const std::string& tenant) {
   simdjson::dom::parser parser;
   simdjson::dom::object obj;
   if (!ParseObject(c.req.body, &parser, &obj, c.res)) return;
   // Validate everything first: a request is applied whole or not at all.
-  bool set_sync = false;
-  int64_t sync_us = 0;  // 0: back to the global value
-  std::vector<std::string> unsupported;
+  Settings set;
+  std::vector<int> clear;
   for (auto kv : obj) {
     const std::string key(kv.key);
-    if (key == "syncInterval") {
-      std::string_view v;
-      if (kv.value.is_null()) {
-        sync_us = 0;
-      } else if (kv.value.get_string().get(v) != simdjson::SUCCESS ||
-                 !ParseDuration(std::string(v), &sync_us)) {
-        Error(c.res, 400, "invalid_field",
-              "syncInterval must be a duration from 1ms to 24h (\"500ms\", \"2s\", \"1m\") or "
-              "null for the global value");
-        return;
-      }
-      set_sync = true;
-    } else if (kUnsupported.count(key)) {
-      unsupported.push_back(key);
+    int f = -1;
+    for (int i = 0; i < kFieldCount; ++i) {
+      if (key == kFieldNames[i]) f = i;
+    }
+    if (f >= 0) {
+      if (!PatchField(c, f, kv.value, &set, &clear)) return;
     } else if (kReadOnly.count(key)) {
       Error(c.res, 400, "read_only", "\"" + key + "\" is read-only");
       return;
@@ -765,27 +853,12 @@ void PatchTenant(Ctx& c, const std::string& tenant) {
       return;
     }
   }
-  if (!unsupported.empty()) {
-    std::string msg;
-    for (auto& k : unsupported) {
-      if (!msg.empty()) msg += "; ";
-      msg += k + " cannot be set per tenant: " + kUnsupported.at(k);
-    }
-    Error(c.res, 501, "not_implemented", msg + " (nothing was changed)");
+  // Opening a new replica target can fail (credentials not set, bad URL):
+  // then nothing changes.
+  tw::Status st = c.rep->PatchTenant(tenant, set, clear, c.req.remote_addr);
+  if (!st.ok()) {
+    Error(c.res, 400, "invalid_field", st.ToString() + " (nothing was changed)");
     return;
-  }
-  if (set_sync) {
-    bool own = false;
-    const int64_t old = c.rep->TenantSyncInterval(tenant, &own);
-    c.rep->SetTenantSyncInterval(tenant, sync_us);
-    bool now_own = false;
-    const int64_t now = c.rep->TenantSyncInterval(tenant, &now_own);
-    Log(Level::kInfo, "tenant settings changed",
-        {{"audit", 1}, {"action", "settings"}, {"source", "api"}, {"tenant", tenant},
-         {"db", "*"}, {"setting", "syncInterval"},
-         {"old", FormatDuration(old) + (own ? "" : " (global)")},
-         {"new", FormatDuration(now) + (now_own ? "" : " (global)")},
-         {"remote", c.req.remote_addr}});
   }
   auto m = Tenants(c.rep);
   Json(c.res, 200, TenantJson(c.rep, tenant, m[tenant]));
@@ -894,6 +967,9 @@ tw::Status ApiServer::Start(const std::string& addr) {
   Impl* im = impl_.get();
   auto& srv = impl_->srv;
   srv.set_payload_max_length(kMaxBody);
+  // Headers and body go out in separate writes: without TCP_NODELAY a
+  // keep-alive client waits for Nagle + its delayed ACK (~40 ms a request).
+  srv.set_tcp_nodelay(true);
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets a
   // second daemon bind the same port silently and split the requests.
   srv.set_socket_options([](socket_t sock) {

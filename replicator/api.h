@@ -8,11 +8,12 @@
 //   DELETE /api/databases/{tenant}/{db}        stop replicating (replica kept)
 //   POST   /api/databases/{tenant}/{db}/snapshot
 //   GET    /api/tenants, /api/tenants/{tenant}
-//   PATCH  /api/tenants/{tenant}               {"syncInterval":"500ms"|null}
+//   PATCH  /api/tenants/{tenant}               {"syncInterval":"500ms"|null, "retention":..,
+//                                               "rateLimitBytesPerSecond":.., "replica":..}
 //   GET    /metrics                            Prometheus text format 0.0.4
 //
 // Errors are {"error":{"code":..,"message":..}} with the HTTP status (400,
-// 401, 404, 405 with Allow, 409, 413, 501). With a token file every request
+// 401, 404, 405 with Allow, 409, 413). With a token file every request
 // needs "Authorization: Bearer TOKEN" (compared in constant time).
 #pragma once
 

@@ -4,6 +4,9 @@
 //              [--metrics-db-label-limit N]
 //              [--sync-interval 1s] [--spool DIR] [--ring NAME] [--config FILE]
 //
+// SIGHUP re-reads --config (an invalid file is refused whole; the old
+// settings stay). Precedence of settings: tenants.h.
+//
 // Runs until SIGINT/SIGTERM, then flushes what it can (up to --shutdown-grace)
 // and exits 0. Exit 2 for bad flags or setup, 1 for runtime failure.
 #include <grp.h>
@@ -23,7 +26,9 @@
 namespace {
 
 volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_reload = 0;
 void OnSignal(int) { g_stop = 1; }
+void OnHup(int) { g_reload = 1; }
 
 
 }  // namespace
@@ -99,7 +104,15 @@ int main(int argc, char** argv) {
   app.add_option("--endpoint", endpoint, "S3 endpoint URL (overrides AWS_ENDPOINT_URL*)");
   app.add_option("--region", region, "S3 region (overrides AWS_REGION)");
   app.add_option("--ca-file", ca_file, "PEM file of CA certificates for S3 TLS");
-  app.add_option("--config", config, "Configuration file (reserved; see docs)");
+  app.add_option("--config", config,
+                 "TOML file of global defaults and per-tenant settings (docs/OPERATIONS.md); "
+                 "re-read on SIGHUP")
+      ->check(CLI::ExistingFile);
+  uint64_t spool_db_mb = o.spool_max_db_bytes >> 20;
+  app.add_option("--spool-max-db-mb", spool_db_mb,
+                 "Sealed segments one database may keep in the spool (MiB); beyond it they are "
+                 "dropped and a new snapshot replaces them")
+      ->capture_default_str();
   app.add_option("--log-level", level, "debug, info, warn or error")->capture_default_str();
   app.add_option("--shutdown-grace", grace, "Time to flush at shutdown")->capture_default_str();
   app.set_version_flag("--version", TENANTWAL_VERSION);
@@ -161,10 +174,12 @@ int main(int argc, char** argv) {
     fprintf(stderr, "tenantwald: --shutdown-grace: not a duration: %s\n", grace.c_str());
     return 2;
   }
-  if (!config.empty()) {
-    fprintf(stderr, "tenantwald: --config is not supported yet\n");
+  o.config_path = config;
+  if (spool_db_mb < 1) {
+    fprintf(stderr, "tenantwald: --spool-max-db-mb must be at least 1\n");
     return 2;
   }
+  o.spool_max_db_bytes = spool_db_mb << 20;
   if (!ring_group.empty()) {
     struct group* g = getgrnam(ring_group.c_str());
     if (!g) {
@@ -193,6 +208,9 @@ int main(int argc, char** argv) {
   sa.sa_handler = OnSignal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction hup = {};
+  hup.sa_handler = OnHup;
+  sigaction(SIGHUP, &hup, nullptr);
 
   // Compaction waits this long after a span ends for its last segments.
   o.maintenance.settle_us = 2 * o.sync_interval_us + 2000000;
@@ -212,7 +230,14 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  while (!g_stop) usleep(100000);
+  while (!g_stop) {
+    usleep(100000);
+    if (g_reload) {
+      g_reload = 0;
+      twd::Log(twd::Level::kInfo, "SIGHUP: reloading the configuration");
+      rep.ReloadConfig();  // logs and keeps the error for /api/health
+    }
+  }
   twd::Log(twd::Level::kInfo, "shutting down");
   api.Stop();
   rep.Stop(int(grace_us / 1000));

@@ -16,9 +16,9 @@ using tw::Status;
 
 // ---- the maintenance thread ------------------------------------------------------
 
-Maintainer::Maintainer(Replicator* rep, tw::ObjectStore* store, std::string spool_dir,
+Maintainer::Maintainer(Replicator* rep, std::string spool_dir,
                        MaintenanceOptions o, int zstd_level)
-    : rep_(rep), store_(store), spool_(std::move(spool_dir)), opts_(o), zstd_level_(zstd_level) {}
+    : rep_(rep), spool_(std::move(spool_dir)), opts_(o), zstd_level_(zstd_level) {}
 
 Maintainer::~Maintainer() { Stop(); }
 
@@ -87,29 +87,31 @@ void Maintainer::OnScheduledSnapshotDone(const std::string& tenant, const std::s
   if (it != dbs_.end()) it->second->snapshot_requested = false;
 }
 
-void Maintainer::QueueDelete(const std::string& key, int64_t now) {
-  if (queued_.insert(key).second) deletes_.push_back({key, now + opts_.delete_grace_us});
+void Maintainer::QueueDelete(const std::shared_ptr<tw::ObjectStore>& store, const std::string& key,
+                             int64_t now) {
+  if (queued_.insert(key).second) deletes_.push_back({store, key, now + opts_.delete_grace_us});
 }
 
 void Maintainer::RunDeletes(int64_t now, bool all) {
-  std::vector<std::string> due;
+  std::vector<PendingDelete> due;
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = std::stable_partition(deletes_.begin(), deletes_.end(), [&](const PendingDelete& p) {
       return !(all || p.due_us <= now);
     });
-    for (auto x = it; x != deletes_.end(); ++x) due.push_back(x->key);
+    for (auto x = it; x != deletes_.end(); ++x) due.push_back(*x);
     deletes_.erase(it, deletes_.end());
   }
-  for (const auto& k : due) {
-    Status s = store_->Delete(k);
+  for (const auto& pd : due) {
+    const std::string& k = pd.key;
+    Status s = pd.store->Delete(k);
     std::lock_guard<std::mutex> lk(mu_);
     if (s.ok()) {
       ++stats_.deleted;
       queued_.erase(k);
     } else {
       ++stats_.failures;
-      deletes_.push_back({k, now + 10 * 1000000});  // try again later
+      deletes_.push_back({pd.store, k, now + 10 * 1000000});  // try again later
       Log(Level::kWarn, "maintenance: delete failed; will retry",
           {{"key", k}, {"error", s.ToString()}});
     }
@@ -145,9 +147,24 @@ void Maintainer::Maintain(const std::string& id, int64_t now) {
     std::lock_guard<std::mutex> lk(mu_);
     d = dbs_[id];
   }
+  std::string tenant = d->tenant, db = d->db;
+  {
+    // The tenant's replica target changed (config, PATCH): what we know is
+    // of the old one; list the new one before compacting or deleting. The
+    // old target keeps its objects (docs/OPERATIONS.md).
+    std::shared_ptr<tw::ObjectStore> cur = rep_->tenants()->Store(tenant, nullptr);
+    std::lock_guard<std::mutex> lk(mu_);
+    if (d->store != cur) {
+      if (d->store) {
+        d->index.clear();
+        d->listed = false;
+        d->last_retention_us = 0;
+      }
+      d->store = cur;
+    }
+  }
   // Scheduled snapshots: only a database that changed since its last one.
   bool want_snapshot = false;
-  std::string tenant = d->tenant, db = d->db;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (d->changed_since_snapshot && !d->snapshot_requested) {
@@ -207,7 +224,7 @@ void Maintainer::Compact(const std::string& id, int64_t now) {
       auto& segs = d->index[gen].segments;
       for (size_t i : superseded) {
         const std::string key = g.segments[i].key;
-        QueueDelete(key, now);
+        QueueDelete(d->store, key, now);
         segs.erase(std::remove_if(segs.begin(), segs.end(),
                                   [&](const IndexedObject& o) { return o.key == key; }),
                    segs.end());
@@ -228,7 +245,7 @@ void Maintainer::Compact(const std::string& id, int64_t now) {
       for (const auto& s : g.snapshots)
         if (s.max_txid == before) pages_before = s.db_pages;
       IndexedObject merged;
-      Status s = MergeSegments(store_, spool_, d->tenant, d->db, gen, srcs, st.level, st.points,
+      Status s = MergeSegments(d->store.get(), spool_, d->tenant, d->db, gen, srcs, st.level, st.points,
                                opts_.l1_span_us, pages_before, zstd_level_, opts_.point_max_bytes,
                                &merged);
       if (!s.ok()) {
@@ -251,7 +268,7 @@ void Maintainer::Compact(const std::string& id, int64_t now) {
         segs.erase(std::remove_if(segs.begin(), segs.end(),
                                   [&](const IndexedObject& o) { return o.key == src.key; }),
                    segs.end());
-        QueueDelete(src.key, now);
+        QueueDelete(d->store, src.key, now);
       }
       InsertSorted(&segs, merged);
     }
@@ -269,7 +286,7 @@ void Maintainer::Retain(const std::string& id, int64_t now) {
     known = d->index;
   }
   IndexedDb fresh;
-  Status s = LoadIndex(store_, d->tenant, d->db, &known, &fresh);
+  Status s = LoadIndex(d->store.get(), d->tenant, d->db, &known, &fresh);
   if (!s.ok()) {
     ++stats_.failures;
     Log(Level::kWarn, "retention: cannot list the replica",
@@ -299,7 +316,7 @@ void Maintainer::Retain(const std::string& id, int64_t now) {
     else ++it;
   }
   d->index = std::move(fresh);
-  for (const auto& k : del) QueueDelete(k, now);
+  for (const auto& k : del) QueueDelete(d->store, k, now);
   if (!del.empty())
     Log(Level::kInfo, "retention: deleting expired objects",
         {{"tenant", d->tenant}, {"db", d->db}, {"objects", del.size()},

@@ -27,8 +27,9 @@ struct MaintenanceStats {
 
 class Maintainer {
  public:
-  Maintainer(Replicator* rep, tw::ObjectStore* store, std::string spool_dir,
-             MaintenanceOptions o, int zstd_level);
+  // Works on each tenant's current replica target
+  // (Replicator::tenants()->Store(tenant)).
+  Maintainer(Replicator* rep, std::string spool_dir, MaintenanceOptions o, int zstd_level);
   ~Maintainer();
   void Start();
   void Stop();
@@ -48,6 +49,7 @@ class Maintainer {
  private:
   struct DbState {
     std::string tenant, db, generation;
+    std::shared_ptr<tw::ObjectStore> store;  // the target `index` was built from
     IndexedDb index;
     bool listed = false;
     int64_t last_snapshot_us = 0;
@@ -61,6 +63,7 @@ class Maintainer {
     int64_t next_compact_us = 0;     // planning throttle
   };
   struct PendingDelete {
+    std::shared_ptr<tw::ObjectStore> store;
     std::string key;
     int64_t due_us;
   };
@@ -69,10 +72,10 @@ class Maintainer {
   void Compact(const std::string& id, int64_t now);
   void Retain(const std::string& id, int64_t now);
   void RunDeletes(int64_t now, bool all);
-  void QueueDelete(const std::string& key, int64_t now);
+  void QueueDelete(const std::shared_ptr<tw::ObjectStore>& store, const std::string& key,
+                   int64_t now);
 
   Replicator* rep_;
-  tw::ObjectStore* store_;
   std::string spool_;
   MaintenanceOptions opts_;
   int zstd_level_;

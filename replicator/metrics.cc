@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "replicator.h"
@@ -286,6 +287,32 @@ std::string RenderMetrics(Replicator* rep, const MetricsOptions& o) {
     for (auto& [k, a] : series) out.Sample("tenantwal_txid", labels(k), a.txid);
     out.Family("tenantwal_replicated_txid", "gauge", "Last transaction id durable in the replica.");
     for (auto& [k, a] : series) out.Sample("tenantwal_replicated_txid", labels(k), a.replicated);
+  }
+
+  // Throttling (per tenant, whatever the db label setting): time over the
+  // tenant's rate limit, whether it is over it now, and its configured limits.
+  {
+    std::set<std::string> tenants;
+    for (auto& [k, a] : series) tenants.insert(k.first);
+    for (auto& t : rep->tenants()->Configured()) tenants.insert(t);
+    const int64_t now = tw::ring::NowMicros();
+    out.Family("tenantwal_throttled_seconds_total", "counter",
+               "Seconds the tenant's uploads spent waiting for its rate limit.");
+    std::vector<std::pair<std::string, Throttle>> th;
+    for (auto& t : tenants) th.emplace_back(t, rep->tenants()->ThrottleState(t, now));
+    for (auto& [t, x] : th) {
+      char buf[40];
+      snprintf(buf, sizeof buf, "%.6f", x.throttled_seconds);
+      out.Sample("tenantwal_throttled_seconds_total", {{"tenant", t}}, buf);
+    }
+    out.Family("tenantwal_throttled", "gauge", "1 while the tenant is over its rate limit.");
+    for (auto& [t, x] : th) out.Sample("tenantwal_throttled", {{"tenant", t}}, uint64_t(x.throttled));
+    out.Family("tenantwal_rate_limit_bytes_per_second", "gauge",
+               "The tenant's upload rate limit in bytes/s (0 = unlimited).");
+    for (auto& t : tenants) {
+      out.Sample("tenantwal_rate_limit_bytes_per_second", {{"tenant", t}},
+                 uint64_t(rep->tenants()->Get(t).rate_bytes));
+    }
   }
 
   tw::ObjectStore* store = rep->store();

@@ -66,12 +66,6 @@ Replicator::Replicator(Options o) : opts_(std::move(o)) {}
 
 Replicator::~Replicator() { Stop(0); }
 
-std::string Replicator::S3Path(const std::string& tenant, const std::string& db) const {
-  std::string u = opts_.replica_url;
-  while (!u.empty() && u.back() == '/') u.pop_back();
-  return u + "/" + tw::DbPrefix(tenant, db);
-}
-
 Status Replicator::Start() {
   started_us_ = tw::ring::NowMicros();
   char buf[PATH_MAX];
@@ -101,11 +95,26 @@ Status Replicator::Start() {
   if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     return Status::Busy("another tenantwald is using the spool " + opts_.spool_dir);
   }
-  TW_RETURN_IF_ERROR(tw::OpenObjectStore(opts_.replica_url, opts_.store, &store_));
   {
-    auto observed = std::make_unique<ObservedStore>(std::move(store_));
-    observed_ = observed.get();
-    store_ = std::move(observed);
+    ReplicaTarget flag_target;
+    flag_target.url = opts_.replica_url;
+    tenants_ = std::make_unique<TenantRegistry>(opts_.sync_interval_us, flag_target, opts_.store);
+    tenants_->SetFlagMaintenance(opts_.maintenance.snapshot_interval_us,
+                                 opts_.maintenance.retention_us);
+    TW_RETURN_IF_ERROR(tenants_->Init([](std::unique_ptr<tw::ObjectStore> s) {
+      return std::unique_ptr<tw::ObjectStore>(std::make_unique<ObservedStore>(std::move(s)));
+    }));
+    observed_ = dynamic_cast<ObservedStore*>(tenants_->default_store());
+    if (!opts_.config_path.empty()) {
+      // At start a bad file is fatal (exit 2); on SIGHUP it is only refused.
+      Config c;
+      TW_RETURN_IF_ERROR(LoadConfig(opts_.config_path, &c));
+      TW_RETURN_IF_ERROR(tenants_->ApplyConfig(c));
+      config_state_.path = opts_.config_path;
+      config_state_.loaded_us = config_state_.last_attempt_us = tw::ring::NowMicros();
+      Log(Level::kInfo, "configuration loaded",
+          {{"config", opts_.config_path}, {"tenants", c.tenants.size()}});
+    }
   }
   TW_RETURN_IF_ERROR(Ring::Open(opts_.ring_name, opts_.ring, true, &ring_));
   auto* h = ring_->header();
@@ -133,7 +142,7 @@ Status Replicator::Start() {
   for (int i = 0; i < opts_.uploaders; ++i) threads_.emplace_back([this] { UploadLoop(); });
   for (int i = 0; i < opts_.snapshotters; ++i) threads_.emplace_back([this] { SnapshotLoop(); });
   if (opts_.bypass_check_us > 0) threads_.emplace_back([this] { BypassLoop(); });
-  maint_ = std::make_unique<Maintainer>(this, store_.get(), opts_.spool_dir, opts_.maintenance,
+  maint_ = std::make_unique<Maintainer>(this, opts_.spool_dir, opts_.maintenance,
                                         opts_.zstd_level);
   maint_->Start();
   return Status::OK();
@@ -177,6 +186,7 @@ void Replicator::Stop(int grace_ms) {
     std::string dir = opts_.spool_dir + "/state/" + d->tenant;
     Status st = MkdirAll(dir, 0700);
     if (st.ok()) st = WriteLineageState(dir + "/" + d->name + ".state", ls);
+    if (st.ok()) st = WriteTargetKey(dir + "/" + d->name + ".target", d->target_key);
     if (st.ok()) ++saved;
     else Log(Level::kWarn, "cannot save lineage state", {{"tenant", d->tenant}, {"db", d->name},
                                                          {"error", st.ToString()}});
@@ -235,6 +245,19 @@ bool Replicator::ResumeLocked(Db* d, Slot* s) {
   Status st = ReadLineageState(path, &ls);
   if (st.IsNotFound()) return false;
   unlink(path.c_str());  // used once: a later crash must not resume from it
+  // The generation lives in the target it was written to: if the tenant's
+  // replica target changed across the restart, a new generation starts.
+  const std::string tpath = path.substr(0, path.size() - 6) + ".target";
+  std::string saved_key;
+  ReadTargetKey(tpath, &saved_key);
+  unlink(tpath.c_str());
+  ReplicaTarget target;
+  std::shared_ptr<tw::ObjectStore> store = tenants_->Store(d->tenant, &target);
+  if (saved_key != target.Key()) {
+    Log(Level::kInfo, "replica target changed since the last run: snapshot instead",
+        {{"tenant", d->tenant}, {"db", d->name}, {"replica", target.url}});
+    return false;
+  }
   if (!st.ok()) {
     Log(Level::kWarn, "lineage state unusable: snapshot instead",
         {{"tenant", d->tenant}, {"db", d->name}, {"error", st.ToString()}});
@@ -249,6 +272,8 @@ bool Replicator::ResumeLocked(Db* d, Slot* s) {
     return false;
   }
   d->phase = Phase::kActive;
+  d->target = store;
+  d->target_key = target.Key();
   d->generation = ls.generation;
   d->page_size = ls.page_size;
   d->db_pages = ls.db_pages;
@@ -384,6 +409,7 @@ void Replicator::OnRecord(const tw::ring::RecordHeader* r) {
         d->pending.clear();
         d->pending_bytes = 0;
         d->partial.reset();
+        std::vector<uint64_t>().swap(d->page_crc);  // a tombstone keeps no per-page state
         Log(Level::kInfo, "database deleted: replication stopped, replica kept",
             {{"audit", 1}, {"action", "delete"}, {"source", "vfs"}, {"tenant", d->tenant},
              {"db", d->name}});
@@ -569,6 +595,7 @@ Status Replicator::SealLocked(Db* d) {
   s.last_commit_us = txns.back().commit_us;
   s.first_commit_us = txns.front().commit_us;
   s.db_pages = txns.back().db_pages;
+  s.store = d->target ? d->target : tenants_->Store(d->tenant, nullptr);
   d->last_txid = s.max_txid;
   d->sealed.push_back(std::move(s));
   return Status::OK();
@@ -588,15 +615,18 @@ void Replicator::MarkDirtyLocked(Db* d) {
 // databases cost nothing however many there are.
 void Replicator::FlushLoop() {
   const int64_t tick_us = std::clamp<int64_t>(opts_.sync_interval_us / 4, 2000, 10000);
-  std::map<std::string, int64_t> sync_over;  // per-tenant overrides (copy)
+  std::map<std::string, int64_t> sync_over;  // tenants with their own settings (copy)
+  int64_t sync_global = opts_.sync_interval_us;
   uint64_t sync_ver = ~0ull;
   while (!stop_) {
     usleep(useconds_t(tick_us));
-    if (settings_version_.load() != sync_ver) {
-      std::lock_guard<std::mutex> lk(settings_mu_);
-      sync_ver = settings_version_.load();
-      sync_over = tenant_sync_us_;
+    if (tenants_->version() != sync_ver) {
+      sync_ver = tenants_->version();
+      sync_over.clear();
+      for (auto& t : tenants_->Configured()) sync_over[t] = tenants_->Get(t).sync_us;
+      sync_global = tenants_->Get("").sync_us;  // "" is never a tenant: the global value
     }
+    MoveDueDeferred();
     std::vector<std::shared_ptr<Db>> dbs;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -612,7 +642,7 @@ void Replicator::FlushLoop() {
       }
       const uint64_t want = ring_->slot(d->slot)->flush_txid.load(std::memory_order_acquire);
       auto so = sync_over.find(d->tenant);
-      const int64_t sync_us = so != sync_over.end() ? so->second : opts_.sync_interval_us;
+      const int64_t sync_us = so != sync_over.end() ? so->second : sync_global;
       const bool due = now - d->pending_since_us >= sync_us ||
                        d->pending_bytes >= opts_.segment_max_bytes ||
                        want >= d->pending.front().txid;
@@ -621,7 +651,9 @@ void Replicator::FlushLoop() {
         continue;
       }
       d->in_dirty = false;
-      if (SealLocked(d.get()).ok() && !d->uploading) {
+      if (!SealLocked(d.get()).ok()) continue;
+      if (SpoolBoundLocked(d.get())) continue;
+      if (!d->uploading && !d->deferred) {
         lk.unlock();
         std::lock_guard<std::mutex> g(mu_);
         upload_q_.push_back(d);
@@ -632,6 +664,57 @@ void Replicator::FlushLoop() {
       std::lock_guard<std::mutex> lk(mu_);
       dirty_.insert(dirty_.end(), keep.begin(), keep.end());
     }
+  }
+}
+
+// A database whose sealed segments exceed --spool-max-db-mb (its tenant is
+// throttled, or S3 is unreachable) gives them up and takes a new snapshot
+// later instead: the spool stays bounded, and the snapshot (itself subject to
+// the rate limit) replaces the history that was dropped. The segment being
+// uploaded, if any, is left to finish. True if segments were dropped.
+bool Replicator::SpoolBoundLocked(Db* d) {
+  uint64_t total = 0;
+  for (auto& x : d->sealed) total += x.bytes;
+  if (total <= opts_.spool_max_db_bytes) return false;
+  size_t keep = d->uploading ? 1 : 0;
+  uint64_t dropped = 0;
+  while (d->sealed.size() > keep) {
+    unlink(d->sealed.back().path.c_str());
+    dropped += d->sealed.back().bytes;
+    d->sealed.pop_back();
+  }
+  Log(Level::kWarn, "spool bound reached: segments dropped, a new snapshot will replace them",
+      {{"tenant", d->tenant}, {"db", d->name}, {"droppedBytes", dropped},
+       {"boundBytes", opts_.spool_max_db_bytes}});
+  NeedSnapshotLocked(d, "spool bound reached (throttled or S3 unreachable)");
+  PublishSlot(d);
+  return true;
+}
+
+void Replicator::DeferLocked(const std::shared_ptr<Db>& d, int64_t not_before_us) {
+  if (d->deferred) return;
+  d->deferred = true;
+  std::lock_guard<std::mutex> lk(mu_);
+  deferred_.emplace(not_before_us, d);
+}
+
+void Replicator::MoveDueDeferred() {
+  std::vector<std::shared_ptr<Db>> due;
+  const int64_t now = tw::ring::NowMicros();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    while (!deferred_.empty() && deferred_.begin()->first <= now) {
+      due.push_back(deferred_.begin()->second);
+      deferred_.erase(deferred_.begin());
+    }
+  }
+  for (auto& d : due) {
+    std::lock_guard<std::mutex> lk(d->mu);
+    d->deferred = false;
+    std::lock_guard<std::mutex> g(mu_);
+    if (d->phase == Phase::kNeedSnapshot) snapshot_q_.push_back(d);
+    else if (!d->sealed.empty()) upload_q_.push_back(d);
+    cv_.notify_all();
   }
 }
 
@@ -648,6 +731,7 @@ void Replicator::PublishSlot(Db* d) {
   size_t n = std::min(d->generation.size(), sizeof s->generation - 1);
   std::memcpy(s->generation, d->generation.data(), n);
   s->generation[n] = 0;
+  s->throttled_until_us.store(d->throttled_until_us, std::memory_order_relaxed);
   Ring::SetError(s, d->last_error);
 }
 
@@ -666,6 +750,20 @@ void Replicator::UploadLoop() {
     {
       std::lock_guard<std::mutex> lk(d->mu);
       if (d->uploading || d->sealed.empty()) continue;
+      // Over its tenant's rate limit: the segment waits in the spool and
+      // this thread moves on to other tenants (never sleeps on this one).
+      const int64_t now = tw::ring::NowMicros();
+      const int64_t wait = tenants_->AdmitWaitUs(d->tenant, now);
+      if (wait > 0) {
+        d->throttled_until_us = now + wait;
+        PublishSlot(d.get());
+        DeferLocked(d, now + wait);
+        continue;
+      }
+      if (d->throttled_until_us) {
+        d->throttled_until_us = 0;
+        PublishSlot(d.get());
+      }
       d->uploading = true;
       s = d->sealed.front();
     }
@@ -673,11 +771,14 @@ void Replicator::UploadLoop() {
         {"tenantwal-min-txid", std::to_string(s.min_txid)},
         {"tenantwal-max-txid", std::to_string(s.max_txid)},
         {"tenantwal-commit-us", std::to_string(s.last_commit_us)}};
-    Status st = store_->PutFile(s.key, s.path, meta);
+    Status st = s.store->PutFile(s.key, s.path, meta);
+    const int64_t debt_until = tenants_->Charge(d->tenant, s.bytes, 1, tw::ring::NowMicros());
     bool more = false;
     {
       std::lock_guard<std::mutex> lk(d->mu);
       d->uploading = false;
+      // Over the limit after this upload: shown as throttled until repaid.
+      d->throttled_until_us = debt_until > tw::ring::NowMicros() ? debt_until : 0;
       if (st.ok()) {
         unlink(s.path.c_str());
         if (!d->sealed.empty() && d->sealed.front().path == s.path) d->sealed.pop_front();
@@ -710,7 +811,12 @@ void Replicator::UploadLoop() {
       PublishSlot(d.get());
       more = !d->sealed.empty();
     }
-    if (!st.ok()) usleep(useconds_t(std::min(5000000, 200000 * (1 << std::min(d->failures, 5)))));
+    if (!st.ok() && more) {
+      std::lock_guard<std::mutex> lk(d->mu);
+      DeferLocked(d, tw::ring::NowMicros() +
+                         std::min(5000000, 200000 * (1 << std::min(d->failures, 5))));
+      continue;
+    }
     if (more) {
       std::lock_guard<std::mutex> lk(mu_);
       upload_q_.push_back(d);
@@ -749,20 +855,25 @@ void Replicator::SnapshotLoop() {
         continue;
       }
       if (d->phase != Phase::kNeedSnapshot) continue;
-      if (tw::ring::NowMicros() < d->next_attempt_us) {
-        std::lock_guard<std::mutex> g(mu_);
-        snapshot_q_.push_back(d);
+      const int64_t now = tw::ring::NowMicros();
+      const int64_t wait = now < d->next_attempt_us ? 0 : tenants_->AdmitWaitUs(d->tenant, now);
+      if (wait > 0) {
+        d->throttled_until_us = now + wait;
+        d->next_attempt_us = now + wait;
+        PublishSlot(d.get());
+      }
+      if (now < d->next_attempt_us) {
+        DeferLocked(d, d->next_attempt_us);  // no sleep: other databases go first
+        continue;
       } else {
+        d->throttled_until_us = 0;
         d->phase = Phase::kSnapshotting;
         d->pending.clear();
         d->pending_bytes = 0;
         d->partial.reset();
         PublishSlot(d.get());
       }
-      if (d->phase != Phase::kSnapshotting) {
-        usleep(50000);
-        continue;
-      }
+      if (d->phase != Phase::kSnapshotting) continue;
     }
     // Wait for earlier segments of this database to finish uploading, so
     // that the new generation never races the old one.
@@ -772,13 +883,22 @@ void Replicator::SnapshotLoop() {
       usleep(10000);
     }
     std::string old_gen;
+    uint64_t old_bytes = 0, old_snaps = 0;
     {
       std::lock_guard<std::mutex> lk(d->mu);
       old_gen = d->generation;
+      old_bytes = d->bytes_uploaded;
+      old_snaps = d->snapshots;
     }
     Status st = TakeSnapshot(d);
     if (st.ok()) {
       std::lock_guard<std::mutex> lk(d->mu);
+      if (d->snapshots != old_snaps) {
+        const int64_t until =
+            tenants_->Charge(d->tenant, d->bytes_uploaded - old_bytes, 1, tw::ring::NowMicros());
+        d->throttled_until_us = until > tw::ring::NowMicros() ? until : 0;
+        PublishSlot(d.get());
+      }
       if (d->generation != old_gen) {
         Log(Level::kInfo, "snapshot taken: new generation",
             {{"audit", 1}, {"action", "generation"}, {"tenant", d->tenant}, {"db", d->name},
@@ -817,14 +937,6 @@ void Replicator::SnapshotLoop() {
 
 namespace twd {
 
-int64_t Replicator::SnapshotIntervalUs(const std::string& /*tenant*/) const {
-  return opts_.maintenance.snapshot_interval_us;
-}
-
-int64_t Replicator::RetentionUs(const std::string& /*tenant*/) const {
-  return opts_.maintenance.retention_us;
-}
-
 bool Replicator::RequestScheduledSnapshot(const std::string& tenant, const std::string& db) {
   std::shared_ptr<Db> d = FindDb(tenant, db);
   if (!d) return false;
@@ -848,31 +960,34 @@ std::vector<Replicator::DbView> Replicator::Databases() {
   std::vector<DbView> out;
   out.reserve(dbs.size());
   const int64_t now = tw::ring::NowMicros();
-  for (auto& d : dbs) {
-    tw::ring::Slot* s = ring_->slot(d->slot);
-    std::lock_guard<std::mutex> lk(d->mu);
-    DbView v;
-    v.tenant = d->phase == Phase::kNotReplicated ? "" : d->tenant;
-    v.db = d->name;
-    v.path = d->path;
-    v.phase = PhaseName(d->phase);
-    v.generation = d->generation;
-    v.last_error = d->last_error;
-    v.txid = s->txid;
-    v.replicated_txid = d->durable_txid;
-    v.bytes = d->bytes_uploaded;
-    v.snapshots = d->snapshots;
-    v.txns = d->txns_uploaded;
-    v.errors = d->errors;
-    v.pending_bytes = d->pending_bytes;
-    for (auto& x : d->sealed) v.pending_bytes += x.bytes;
-    v.created_us = d->created_us;
-    v.last_snapshot_us = d->last_snapshot_us;
-    int64_t since = s->pending_since_us.load();
-    v.lag_ms = (v.replicated_txid < v.txid && since > 0) ? (now - since) / 1000 : 0;
-    out.push_back(std::move(v));
-  }
+  for (auto& d : dbs) out.push_back(View(d.get(), now));
   return out;
+}
+
+Replicator::DbView Replicator::View(Db* d, int64_t now) {
+  tw::ring::Slot* s = ring_->slot(d->slot);
+  std::lock_guard<std::mutex> lk(d->mu);
+  DbView v;
+  v.tenant = d->phase == Phase::kNotReplicated ? "" : d->tenant;
+  v.db = d->name;
+  v.path = d->path;
+  v.phase = PhaseName(d->phase);
+  v.generation = d->generation;
+  v.last_error = d->last_error;
+  v.txid = s->txid;
+  v.replicated_txid = d->durable_txid;
+  v.bytes = d->bytes_uploaded;
+  v.snapshots = d->snapshots;
+  v.txns = d->txns_uploaded;
+  v.errors = d->errors;
+  v.pending_bytes = d->pending_bytes;
+  for (auto& x : d->sealed) v.pending_bytes += x.bytes;
+  v.created_us = d->created_us;
+  v.last_snapshot_us = d->last_snapshot_us;
+  v.throttled = d->throttled_until_us > now;
+  int64_t since = s->pending_since_us.load();
+  v.lag_ms = (v.replicated_txid < v.txid && since > 0) ? (now - since) / 1000 : 0;
+  return v;
 }
 
 }  // namespace twd
@@ -1003,13 +1118,11 @@ Status Replicator::Database(const std::string& tenant, const std::string& db, Db
   if (!d || d->phase == Phase::kNotReplicated) {
     return Status::NotFound("no database " + tenant + "/" + db);
   }
-  for (auto& v : Databases()) {
-    if (v.tenant == tenant && v.db == db) {
-      *out = std::move(v);
-      return Status::OK();
-    }
-  }
-  return Status::NotFound("no database " + tenant + "/" + db);
+  // One view, not a listing: registering or deleting stays O(1) with many
+  // databases (the leak test registers 10,000).
+  *out = View(d.get(), tw::ring::NowMicros());
+  if (out->tenant != tenant || out->db != db) return Status::NotFound("no database " + tenant + "/" + db);
+  return Status::OK();
 }
 
 Status Replicator::RegisterDatabase(const std::string& tenant, const std::string& db,
@@ -1051,6 +1164,9 @@ Status Replicator::StopDatabase(const std::string& tenant, const std::string& db
   d->pending.clear();
   d->pending_bytes = 0;
   d->partial.reset();
+  // A tombstone keeps no per-page state (8 bytes a page); a new registration
+  // starts with a snapshot, which rebuilds it.
+  std::vector<uint64_t>().swap(d->page_crc);
   const std::string dir = opts_.spool_dir + "/state/" + tenant;
   Status st = MkdirAll(dir, 0700);
   if (st.ok()) {
@@ -1073,30 +1189,17 @@ Status Replicator::RequestSnapshot(const std::string& tenant, const std::string&
     return Status::Aborted(tenant + "/" + db + " is deleted: register it again first");
   }
   d->next_attempt_us = 0;
+  if (d->phase == Phase::kNeedSnapshot) {
+    // It may be waiting out a backoff in deferred_: look at it now.
+    std::lock_guard<std::mutex> g(mu_);
+    snapshot_q_.push_back(dbs_[d->slot]);
+    cv_.notify_all();
+  }
   if (d->phase != Phase::kActive) return Status::OK();  // one is already pending
   NeedSnapshotLocked(d.get(), "snapshot requested through the API");
   PublishSlot(d.get());
   *queued = true;
   return Status::OK();
-}
-
-void Replicator::SetTenantSyncInterval(const std::string& tenant, int64_t us) {
-  std::lock_guard<std::mutex> lk(settings_mu_);
-  if (us > 0) tenant_sync_us_[tenant] = us;
-  else tenant_sync_us_.erase(tenant);
-  settings_version_.fetch_add(1);
-}
-
-int64_t Replicator::TenantSyncInterval(const std::string& tenant, bool* overridden) const {
-  std::lock_guard<std::mutex> lk(settings_mu_);
-  auto it = tenant_sync_us_.find(tenant);
-  *overridden = it != tenant_sync_us_.end();
-  return *overridden ? it->second : opts_.sync_interval_us;
-}
-
-std::map<std::string, int64_t> Replicator::TenantSyncOverrides() const {
-  std::lock_guard<std::mutex> lk(settings_mu_);
-  return tenant_sync_us_;
 }
 
 StoreHealth Replicator::StoreHealthNow() const {

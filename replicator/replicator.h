@@ -25,10 +25,12 @@
 #include <vector>
 
 #include "base/status.h"
+#include "config.h"
 #include "maintainer.h"
 #include "metrics.h"
 #include "store/format.h"
 #include "store/object_store.h"
+#include "tenants.h"
 #include "walring/ring.h"
 #include "walring/wal.h"
 
@@ -40,6 +42,8 @@ struct Options {
   std::string api_addr;             // --api host:port ("" = off)
   std::string spool_dir;            // --spool (default {root}/.tenantwal/spool)
   std::string ring_name;            // --ring / TENANTWAL_RING
+  std::string config_path;          // --config ("" = none)
+  uint64_t spool_max_db_bytes = 256ull << 20;  // --spool-max-db-mb: sealed bytes per db
   int64_t sync_interval_us = 1000000;   // --sync-interval
   uint64_t segment_max_bytes = 16ull << 20;  // seal a batch at this size
   uint64_t pending_max_bytes = 256ull << 20; // per db, while snapshotting
@@ -71,6 +75,7 @@ struct Sealed {
   int64_t last_commit_us = 0;
   int64_t first_commit_us = 0;
   uint32_t db_pages = 0;            // database size after max_txid
+  std::shared_ptr<tw::ObjectStore> store;  // the generation's target
 };
 
 enum class Phase { kNeedSnapshot, kSnapshotting, kActive, kDeleted, kNotReplicated };
@@ -113,6 +118,11 @@ struct Db {
   int64_t next_attempt_us = 0;      // backoff for snapshots/uploads
   int failures = 0;
   std::string last_error;
+  // Replica target of the current generation (set by its snapshot).
+  std::shared_ptr<tw::ObjectStore> target;
+  std::string target_key;
+  int64_t throttled_until_us = 0;   // waiting for its tenant's rate limit
+  bool deferred = false;            // listed in Replicator::deferred_
   // Bypass detection: the files' last observed (mtime ns, size).
   int64_t seen_db_mtime = 0, seen_wal_mtime = 0;
   int64_t seen_db_size = -1, seen_wal_size = -1;
@@ -135,6 +145,7 @@ class Replicator {
     uint64_t txid = 0, replicated_txid = 0, bytes = 0, snapshots = 0, pending_bytes = 0;
     uint64_t txns = 0, errors = 0;
     int64_t created_us = 0, lag_ms = 0, last_snapshot_us = 0;
+    bool throttled = false;
   };
   std::vector<DbView> Databases();
   // One database by names (NotFound if unknown).
@@ -156,16 +167,30 @@ class Replicator {
   // The tenant's effective sync interval; *overridden says whether it is its own.
   int64_t TenantSyncInterval(const std::string& tenant, bool* overridden) const;
   std::map<std::string, int64_t> TenantSyncOverrides() const;
-  // Per-tenant maintenance settings, read through these accessors only (the
-  // global flags for now; per-tenant configuration can answer here later).
-  // Microseconds; 0 = scheduled snapshots off.
-  int64_t SnapshotIntervalUs(const std::string& tenant) const;
-  int64_t RetentionUs(const std::string& tenant) const;
   // Queues a snapshot in the current generation of an active database
   // (compaction.h). False if it is not active or one is already queued.
   bool RequestScheduledSnapshot(const std::string& tenant, const std::string& db);
   Maintainer* maintainer() const { return maint_.get(); }
-  tw::ObjectStore* store() const { return store_.get(); }
+  tw::ObjectStore* store() const { return tenants_->default_store(); }
+  TenantRegistry* tenants() const { return tenants_.get(); }
+  // Effective per-tenant snapshot interval and retention (microseconds;
+  // defaults 24h and 7d), for the snapshot scheduler and retention.
+  int64_t SnapshotIntervalUs(const std::string& tenant) const;
+  int64_t RetentionUs(const std::string& tenant) const;
+  // Re-reads --config (SIGHUP). On error the old settings stay, the error is
+  // logged and kept for /api/health, and it is returned.
+  tw::Status ReloadConfig();
+  struct ConfigState {
+    std::string path, last_error;
+    int64_t loaded_us = 0, last_attempt_us = 0;
+    bool last_ok = true;
+    uint64_t reloads = 0, failures = 0;
+  };
+  ConfigState config_state() const;
+  // Applies a PATCH (validated by the API): audit-logs each changed field
+  // with old and new values; a replica change starts new generations.
+  tw::Status PatchTenant(const std::string& tenant, const Settings& set,
+                         const std::vector<int>& clear, const std::string& remote);
   // The last outcome of a store request (reachability without a request).
   StoreHealth StoreHealthNow() const;
   const Options& options() const { return opts_; }
@@ -178,6 +203,7 @@ class Replicator {
  private:
   friend class Snapshotter;
   std::shared_ptr<Db> GetDb(uint32_t slot, bool create);
+  DbView View(Db* d, int64_t now_us);
   void ConsumeLoop();
   void FlushLoop();
   void UploadLoop();
@@ -194,14 +220,21 @@ class Replicator {
   tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);
   std::shared_ptr<Db> FindDb(const std::string& tenant, const std::string& db);
   std::string StoppedMarker(const std::string& tenant, const std::string& db) const;
+  // After a settings change: audit the differences and resnapshot databases
+  // whose tenant's replica target changed.
+  void SettingsChanged(const std::map<std::string, Effective>& before, const char* source,
+                       const std::string& remote);
+  std::map<std::string, Effective> EffectiveAll() const;
+  // Requeues `d` no earlier than `not_before_us` (throttled or backing off):
+  // workers never sleep on one database.
+  void DeferLocked(const std::shared_ptr<Db>& d, int64_t not_before_us);
+  void MoveDueDeferred();
+  bool SpoolBoundLocked(Db* d);
 
   Options opts_;
   std::unique_ptr<tw::ring::Ring> ring_;
-  std::unique_ptr<tw::ObjectStore> store_;
+  std::unique_ptr<TenantRegistry> tenants_;
   ObservedStore* observed_ = nullptr;              // store_, seen through its wrapper
-  mutable std::mutex settings_mu_;                 // guards tenant_sync_us_
-  std::map<std::string, int64_t> tenant_sync_us_;  // per-tenant sync interval overrides
-  std::atomic<uint64_t> settings_version_{0};
   std::atomic<bool> stop_{false};
   int lock_fd_ = -1;                               // flock on {spool}/tenantwald.lock
   int64_t started_us_ = 0;
@@ -212,6 +245,9 @@ class Replicator {
   std::deque<std::shared_ptr<Db>> upload_q_;       // dbs with sealed segments
   std::deque<std::shared_ptr<Db>> snapshot_q_;     // dbs needing a snapshot
   std::vector<std::shared_ptr<Db>> dirty_;         // dbs that may have pending txns
+  std::multimap<int64_t, std::shared_ptr<Db>> deferred_;  // not before (us) -> db
+  mutable std::mutex config_mu_;                   // guards config_state_, serializes reloads
+  ConfigState config_state_;
   std::vector<std::thread> threads_;
   std::unique_ptr<Maintainer> maint_;              // scheduled snapshots, compaction, retention
   uint64_t seq_ = 0;

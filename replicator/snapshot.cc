@@ -392,7 +392,10 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     }
   }
   const std::string key = tw::SnapshotKey(d->tenant, d->name, sh.generation, S);
-  Status us = store_->PutFile(key, spool,
+  // The tenant's replica target now: a new generation starts there.
+  ReplicaTarget target;
+  std::shared_ptr<tw::ObjectStore> store = tenants_->Store(d->tenant, &target);
+  Status us = store->PutFile(key, spool,
                               {{"tenantwal-txid", std::to_string(S)},
                                {"tenantwal-commit-us", std::to_string(sh.commit_us)}});
   unlink(spool.c_str());
@@ -429,6 +432,8 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     return Status::OK();  // superseded meanwhile: a newer snapshot is queued
   }
   d->generation = sh.generation;
+  d->target = store;
+  d->target_key = target.Key();
   d->page_size = page_size;
   d->db_pages = n_pages;
   d->page_crc = std::move(crc);

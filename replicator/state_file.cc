@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "store/format.h"
@@ -105,6 +106,30 @@ Status ReadLineageState(const std::string& path, LineageState* s) {
   if (x != s->checksum) return Status::Corruption(path + ": checksum does not match pages");
   if (!tw::IsGenerationId(s->generation)) return Status::Corruption(path + ": bad generation");
   return Status::OK();
+}
+
+tw::Status WriteTargetKey(const std::string& path, const std::string& key) {
+  const std::string tmp = path + ".tmp";
+  FILE* f = fopen(tmp.c_str(), "we");
+  if (!f) return tw::Status::IOError("create " + tmp + ": " + strerror(errno));
+  bool ok = fwrite(key.data(), 1, key.size(), f) == key.size();
+  ok = (fclose(f) == 0) && ok;
+  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
+    unlink(tmp.c_str());
+    return tw::Status::IOError("write " + path + ": " + strerror(errno));
+  }
+  return tw::Status::OK();
+}
+
+tw::Status ReadTargetKey(const std::string& path, std::string* key) {
+  key->clear();
+  FILE* f = fopen(path.c_str(), "re");
+  if (!f) return tw::Status::NotFound(path);
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  key->assign(buf, n);
+  return tw::Status::OK();
 }
 
 }  // namespace twd

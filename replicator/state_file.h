@@ -39,4 +39,11 @@ tw::Status WriteLineageState(const std::string& path, const LineageState& s);
 // NotFound if absent; Corruption if damaged.
 tw::Status ReadLineageState(const std::string& path, LineageState* s);
 
+// The replica target a generation was written to (ReplicaTarget::Key(), one
+// line of text), kept next to the lineage state as {db}.target so that a
+// restart continues a generation only in the same target.
+tw::Status WriteTargetKey(const std::string& path, const std::string& key);
+// NotFound if absent (then *key is "").
+tw::Status ReadTargetKey(const std::string& path, std::string* key);
+
 }  // namespace twd

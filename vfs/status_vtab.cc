@@ -19,6 +19,8 @@
 //   generation        current generation id in the replica
 //   last_snapshot     time of the last snapshot (RFC 3339), or NULL
 //   resync            1 while a new snapshot is needed
+//   throttled         1 while the database's uploads wait for its tenant's
+//                     rate limit (PATCH /api/tenants/{t}), else 0
 // Read-only: INSERT/UPDATE/DELETE fail.
 #include <errno.h>
 #include <signal.h>
@@ -38,7 +40,7 @@ namespace {
 
 enum Col {
   kTenant, kDb, kPath, kState, kLocalTxid, kReplTxid, kLag, kPending, kError, kGeneration,
-  kLastSnapshot, kResync
+  kLastSnapshot, kResync, kThrottled
 };
 
 struct Cursor {
@@ -62,7 +64,7 @@ int Connect(sqlite3* db, void*, int, const char* const*, sqlite3_vtab** out, cha
   int rc = sqlite3_declare_vtab(db,
       "CREATE TABLE x(tenant TEXT, db TEXT, path TEXT, state TEXT, local_txid INTEGER,"
       " replicated_txid INTEGER, lag_ms INTEGER, pending_bytes INTEGER, last_error TEXT,"
-      " generation TEXT, last_snapshot TEXT, resync INTEGER)");
+      " generation TEXT, last_snapshot TEXT, resync INTEGER, throttled INTEGER)");
   if (rc != SQLITE_OK) return rc;
   auto* v = static_cast<sqlite3_vtab*>(sqlite3_malloc(sizeof(sqlite3_vtab)));
   if (!v) return SQLITE_NOMEM;
@@ -171,6 +173,10 @@ int Column(sqlite3_vtab_cursor* cur, sqlite3_context* ctx, int col) {
       break;
     }
     case kResync: sqlite3_result_int(ctx, int(s->resync.load())); break;
+    case kThrottled:
+      sqlite3_result_int(ctx, s->throttled_until_us.load(std::memory_order_relaxed) >
+                                  tw::ring::NowMicros());
+      break;
   }
   return SQLITE_OK;
 }

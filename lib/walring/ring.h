@@ -120,6 +120,7 @@ struct alignas(64) Slot {
   std::atomic<uint32_t> error_seq;    // odd while last_error is being written
   char last_error[kErrorBytes];
   char generation[24];
+  std::atomic<int64_t> throttled_until_us; // tenant over its rate limit until then (0: not)
 };
 static_assert(sizeof(Slot) <= kSlotBytes, "slot fits");
 

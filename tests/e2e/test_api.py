@@ -3,7 +3,7 @@
 
 Against a real tenantwald (bearer token on) and s3rver:
   * every endpoint, every error code (400 bad JSON/names/paths/params, 401,
-    404, 405 with Allow, 409, 413, 501), hostile names ("..", "a/b", "%2e%2e",
+    404, 405 with Allow, 409, 413), hostile names ("..", "a/b", "%2e%2e",
     65 characters) in paths and bodies;
   * POST /api/databases of a database created without the VFS: snapshot in
     S3, restore equals live, and VFS writes are replicated afterwards;
@@ -408,23 +408,57 @@ def test():
                            ({"syncInterval": "-1s"}, 400, "invalid_field"),
                            ({"colour": "red"}, 400, "unknown_field"),
                            ({"databases": 3}, 400, "read_only"),
-                           ({"rateLimitBytesPerSecond": 1000000}, 501, "not_implemented"),
-                           ({"rateLimitRequestsPerSecond": 10}, 501, "not_implemented"),
-                           ({"snapshotInterval": "1h"}, 501, "not_implemented"),
-                           ({"retention": "7d"}, 501, "not_implemented"),
-                           ({"replica": "s3://elsewhere"}, 501, "not_implemented"),
-                           ({"syncInterval": "5s", "retention": "7d"}, 501, "not_implemented")):
+                           ({"rateLimitBytesPerSecond": -1}, 400, "invalid_field"),
+                           ({"rateLimitBytesPerSecond": "1MB"}, 400, "invalid_field"),
+                           ({"rateLimitRequestsPerSecond": 1.5}, 400, "invalid_field"),
+                           ({"snapshotInterval": "0s"}, 400, "invalid_field"),
+                           ({"snapshotInterval": 3600}, 400, "invalid_field"),
+                           ({"retention": "forever"}, 400, "invalid_field"),
+                           ({"retention": "30s"}, 400, "invalid_field"),
+                           ({"replica": "ftp://elsewhere"}, 400, "invalid_field"),
+                           ({"replica": "s3://../x"}, 400, "invalid_field"),
+                           ({"replica": {"url": "s3://other-bucket", "credentials": "AKIAXX:s3cret"}},
+                            400, "invalid_field"),
+                           ({"replica": {"url": "s3://other-bucket",
+                                         "credentials": "env:TW_UNSET_PREFIX"}},
+                            400, "invalid_field"),
+                           ({"replica": {"url": "s3://other-bucket", "colour": "x"}},
+                            400, "invalid_field"),
+                           ({"syncInterval": "5s", "retention": "forever"}, 400, "invalid_field")):
         expect("PATCH", "/api/tenants/acme", st, body, code=code)
     for raw in ("{", "[]", "1", '{"syncInterval":"1s","syncInterval":"2s"}'):
         expect("PATCH", "/api/tenants/acme", 400, raw, code="invalid_json")
     tw.check(get("/api/tenants/acme")["syncInterval"] == "100ms",
-             "rejected PATCHes (400/501) changed nothing (still 100ms)")
+             "rejected PATCHes (400) changed nothing (still 100ms)")
+    a = get("/api/tenants/acme")
+    tw.check(a["retention"] == "7d" and a["rateLimitBytesPerSecond"] == 0
+             and a["sources"]["retention"] == "default",
+             f"rejected PATCHes left the other settings alone: {a['sources']}")
     _, b = expect("PATCH", "/api/tenants/acme", 200, {"syncInterval": None})
     tw.check(b["syncInterval"] == "1s" and b["syncIntervalSource"] == "global",
              "PATCH syncInterval null: back to the global 1s")
     _, b = expect("PATCH", "/api/tenants/newcomer", 200, {"syncInterval": "2s"})
     tw.check(b["databases"] == 0 and b["syncInterval"] == "2s",
              "a tenant without databases yet can be given settings")
+    # Every settings field at once; GET shows the effective value and its source.
+    _, b = expect("PATCH", "/api/tenants/newcomer", 200,
+                  {"rateLimitBytesPerSecond": 2000000, "rateLimitRequestsPerSecond": 50,
+                   "snapshotInterval": "6h", "retention": "30d",
+                   "replica": {"url": d.replica + "-newcomer", "region": "us-east-1"}})
+    tw.check(b["rateLimitBytesPerSecond"] == 2000000 and b["rateLimitRequestsPerSecond"] == 50
+             and b["snapshotInterval"] == "6h" and b["retention"] == "30d"
+             and b["replica"]["url"] == d.replica + "-newcomer"
+             and b["replica"]["credentials"] is None
+             and b["s3Path"] == d.replica + "-newcomer/tenants/newcomer/"
+             and all(b["sources"][k] == "api" for k in b["sources"]) and b["throttled"] is False,
+             f"PATCH newcomer with every setting: {b}")
+    _, b = expect("PATCH", "/api/tenants/newcomer", 200,
+                  {"retention": None, "replica": None, "rateLimitRequestsPerSecond": None})
+    tw.check(b["retention"] == "7d" and b["sources"]["retention"] == "default"
+             and b["replica"]["url"] == d.replica and b["sources"]["replica"] == "flag"
+             and b["rateLimitRequestsPerSecond"] == 0
+             and b["rateLimitBytesPerSecond"] == 2000000,
+             f"PATCH null: back to the global values ({b['sources']})")
 
     # ---- tenants ----------------------------------------------------------------------------------
     ts = get("/api/tenants")
