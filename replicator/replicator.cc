@@ -476,7 +476,7 @@ void Replicator::NeedSnapshotLocked(Db* d, const std::string& why) {
 
 Status Replicator::SealLocked(Db* d) {
   // Called with d->mu held; the batch is moved out and written to the spool.
-  std::deque<Txn> txns;
+  std::list<Txn> txns;
   txns.swap(d->pending);
   d->pending_bytes = 0;
   const std::string path = opts_.spool_dir + "/" + std::to_string(getpid()) + "-" +
