@@ -161,7 +161,9 @@ class Replicator {
   tw::ring::Ring* ring() const { return ring_.get(); }
   int64_t started_us() const { return started_us_; }
   std::string S3Path(const std::string& tenant, const std::string& db) const;
-  // Registers {root}/{tenant}/{db}.db-style paths found on disk.
+  // Registers {root}/{tenant}/{db}.db-style paths found on disk. A tenant
+  // directory whose mtime has not changed since the last scan (no entry
+  // added, removed or renamed) is skipped without reading it.
   void ScanRoot();
 
  private:
@@ -197,11 +199,14 @@ class Replicator {
 
   std::mutex mu_;                                  // guards dbs_ and the queues
   std::condition_variable cv_;
+  std::condition_variable flush_cv_;               // dirty_ became non-empty
   std::map<uint32_t, std::shared_ptr<Db>> dbs_;    // by slot index
   std::deque<std::shared_ptr<Db>> upload_q_;       // dbs with sealed segments
   std::deque<std::shared_ptr<Db>> snapshot_q_;     // dbs needing a snapshot
   std::vector<std::shared_ptr<Db>> dirty_;         // dbs that may have pending txns
   std::vector<std::thread> threads_;
+  std::mutex scan_mu_;                             // guards scanned_dirs_
+  std::map<std::string, int64_t> scanned_dirs_;    // tenant dir -> mtime (ns) when scanned
   uint64_t seq_ = 0;
 };
 
