@@ -10,6 +10,7 @@
 // Runs until SIGINT/SIGTERM, then flushes what it can (up to --shutdown-grace)
 // and exits 0. Exit 2 for bad flags or setup, 1 for runtime failure.
 #include <grp.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -34,6 +35,13 @@ void OnHup(int) { g_reload = 1; }
 }  // namespace
 
 int main(int argc, char** argv) {
+  // glibc gives each thread that allocates its own arena (up to 8 per core)
+  // and keeps freed memory in them: with 50,000 databases, a few large API
+  // responses and snapshots spread over a dozen threads left ~20 KB of
+  // resident garbage per database. Two arenas and a 128 KiB trim threshold
+  // keep it near the live heap (~1.6 KB per idle database; docs/BENCHMARKS.md).
+  mallopt(M_ARENA_MAX, 2);
+  mallopt(M_TRIM_THRESHOLD, 128 * 1024);
   CLI::App app{
       "tenantwald: replicates every SQLite database written through the tenantwal VFS on\n"
       "this host to S3 (or a file:// replica), continuously, with point-in-time restore.\n"
@@ -101,6 +109,11 @@ int main(int argc, char** argv) {
   app.add_option("--ring-group", ring_group,
                  "Create the ring 0660 with this group, for applications running as other users "
                  "in that group (default: 0600, owner only)");
+  app.add_option("--uploaders", o.uploaders,
+                 "Concurrent S3 uploads (each a thread with its own connection); the ceiling "
+                 "on PUTs per second is about uploaders / PUT latency")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
   app.add_option("--endpoint", endpoint, "S3 endpoint URL (overrides AWS_ENDPOINT_URL*)");
   app.add_option("--region", region, "S3 region (overrides AWS_REGION)");
   app.add_option("--ca-file", ca_file, "PEM file of CA certificates for S3 TLS");

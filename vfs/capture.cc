@@ -70,6 +70,13 @@ struct DbCapture {
   std::string why_not;          // reason when !replicated
   uint32_t slot = UINT32_MAX;
   int refs = 0;
+  // The last WAL header read from the file (guarded by the slot mutex). A
+  // commit whose wal-index header carries the same salts reuses it instead
+  // of an fstat + pread per commit: SQLite changes the salts whenever it
+  // writes a new WAL header (src/wal.c, walRestartHdr), so equal salts in
+  // the index mean the same log.
+  bool wal_hdr_valid = false;
+  tw::wal::Header wal_hdr;
 };
 
 namespace {
@@ -320,7 +327,11 @@ bool PublishTxn(Ring* ring, Slot* s, TwFile* src, const tw::wal::Txn& txn, uint3
     for (size_t k = 0; k < n; ++k, ++i) {
       uint64_t pg = txn.pgnos[i];
       std::memcpy(out, &pg, 8);
-      if (ReadWal(src, out + 8, page_size, txn.page_offsets[i], src_size) != long(page_size)) {
+      if (i < txn.page_data.size() && txn.page_data[i]) {
+        // Scan read and checksummed these bytes moments ago: no second read.
+        std::memcpy(out + 8, txn.page_data[i], page_size);
+      } else if (ReadWal(src, out + 8, page_size, txn.page_offsets[i], src_size) !=
+                 long(page_size)) {
         ok = false;
       }
       out += entry;
@@ -448,7 +459,7 @@ Slot* LockedSlot(DbCapture* cap, Ring** ring_out) {
     s->cursor_valid = kCursorUnknown;
     FlagResync(ring, s, "a writer died while publishing");
   }
-  s->last_pid.store(int32_t(getpid()), std::memory_order_relaxed);
+  s->last_pid.store(tw::ring::CurrentPid(), std::memory_order_relaxed);
   *ring_out = ring;
   return s;
 }
@@ -493,7 +504,7 @@ DbCapture* CaptureAttach(const char* path, const char* uri) {
     s->state.store(uint32_t(tw::ring::DbState::kNotReplicated));
     Ring::SetError(s, c->why_not);
   }
-  s->last_pid.store(int32_t(getpid()), std::memory_order_relaxed);
+  s->last_pid.store(tw::ring::CurrentPid(), std::memory_order_relaxed);
   if (created || !c->replicated || s->state.load() == uint32_t(tw::ring::DbState::kDeleted)) {
     if (s->state.load() == uint32_t(tw::ring::DbState::kDeleted)) {
       s->state.store(uint32_t(tw::ring::DbState::kUnknown));
@@ -538,16 +549,28 @@ void CaptureSync(TwFile* main, SyncReason why) {
     ring->UnlockSlot(s);
     return;
   }
-  WalView v;
-  if (!ReadWalView(wal, &v)) {
-    FlagResync(ring, s, "cannot read the WAL");
-    ring->UnlockSlot(s);
-    return;
-  }
   uint32_t limit = UINT32_MAX;
   if (main->shm0) {
     have_ih = tw::wal::ReadIndexHeader(main->shm0, &ih);
     if (have_ih) limit = ih.mxFrame;
+  }
+  WalView v;
+  if (have_ih && cap->wal_hdr_valid && cap->wal_hdr.salt1 == ih.aSalt[0] &&
+      cap->wal_hdr.salt2 == ih.aSalt[1] && cap->wal_hdr.salt1 == s->salt1 &&
+      cap->wal_hdr.salt2 == s->salt2 && DirectFd(wal, FilePath(wal)) >= 0) {
+    // Same log as last time: no fstat/pread of the header. Reads past the
+    // end of the file come back zero-filled, which Scan rejects (salts).
+    v.has_header = true;
+    v.hdr = cap->wal_hdr;
+    v.size = INT64_MAX / 2;
+  } else {
+    if (!ReadWalView(wal, &v)) {
+      FlagResync(ring, s, "cannot read the WAL");
+      ring->UnlockSlot(s);
+      return;
+    }
+    cap->wal_hdr_valid = v.has_header;
+    if (v.has_header) cap->wal_hdr = v.hdr;
   }
   if (s->cursor_valid == kCursorEmpty) {
     if (!v.has_header || limit == 0) {

@@ -9,10 +9,13 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 namespace tw::ring {
 
@@ -74,6 +77,21 @@ int64_t NowMicros() {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+namespace {
+std::atomic<int32_t> g_pid{0};
+void ResetPidInChild() { g_pid.store(0, std::memory_order_relaxed); }
+}  // namespace
+
+int32_t CurrentPid() {
+  int32_t p = g_pid.load(std::memory_order_relaxed);
+  if (p != 0) return p;
+  static std::once_flag once;
+  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, ResetPidInChild); });
+  p = int32_t(getpid());
+  g_pid.store(p, std::memory_order_relaxed);
+  return p;
 }
 
 std::string DefaultRingName() {
@@ -313,7 +331,7 @@ Status Ring::Reserve(size_t payload_bytes, int wait_ms, Reservation* r) {
       auto* rh = reinterpret_cast<RecordHeader*>(ring + off);
       std::memset(static_cast<void*>(rh), 0, kRecordHeaderBytes);
       rh->length = uint32_t(len);
-      rh->pid = int32_t(getpid());
+      rh->pid = CurrentPid();
       rh->state.store(kWriting, std::memory_order_relaxed);
       hdr_->head.store(head + len, std::memory_order_release);
       pthread_mutex_unlock(&hdr_->ring_mutex);

@@ -249,4 +249,9 @@ std::string DefaultRingName();
 // Unix time in microseconds.
 int64_t NowMicros();
 
+// getpid() without a system call per use: cached per process and reset in
+// the child of fork() (pthread_atfork). The pid is written into every ring
+// record and slot on the commit path, where a syscall per commit counts.
+int32_t CurrentPid();
+
 }  // namespace tw::ring

@@ -143,7 +143,14 @@ ScanEnd Scan(const Header& h, const Cursor& from, uint32_t max_frame, const Read
         txn.pgnos.reserve(last.size());
         for (auto& kv : last) txn.pgnos.push_back(kv.first);
         std::sort(txn.pgnos.begin(), txn.pgnos.end());
-        for (uint32_t p : txn.pgnos) txn.page_offsets.push_back(last[p]);
+        txn.page_data.clear();
+        for (uint32_t p : txn.pgnos) {
+          const uint64_t po = last[p];
+          txn.page_offsets.push_back(po);
+          // In this batch's buffer (read at `off`, `whole` frames)?
+          txn.page_data.push_back(po >= off && po < off + whole * frame_size
+                                      ? buf.get() + (po - off) : nullptr);
+        }
         txn.db_size = fh.db_size;
         txn.end = cur;
         last.clear();

@@ -85,6 +85,11 @@ struct Cursor {
 struct Txn {
   std::vector<uint32_t> pgnos;
   std::vector<uint64_t> page_offsets;
+  // page_data[i]: the page bytes of pgnos[i] in Scan's read buffer, or
+  // nullptr when that frame was read in an earlier batch (re-read it at
+  // page_offsets[i]). Valid only during the on_txn callback; the bytes are
+  // exactly those whose checksum Scan verified.
+  std::vector<const uint8_t*> page_data;
   uint32_t db_size = 0;   // pages after commit
   Cursor end;             // cursor after the commit frame
 };
