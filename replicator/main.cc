@@ -2,7 +2,8 @@
 //
 //   tenantwald --root DIR --replica URL [--api 127.0.0.1:PORT] [--api-token-file F]
 //              [--metrics-db-label-limit N]
-//              [--sync-interval 1s] [--spool DIR] [--ring NAME] [--config FILE]
+//              [--sync-interval 1s] [--spool DIR] [--spool-max-bytes 1GiB]
+//              [--ring NAME] [--config FILE]
 //
 // Runs until SIGINT/SIGTERM, then flushes what it can (up to --shutdown-grace)
 // and exits 0. Exit 2 for bad flags or setup, 1 for runtime failure.
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   o.ring_name = tw::ring::DefaultRingName();
   std::string sync = "1s", level = "info", grace = "10s", endpoint, region, ca_file, config;
   std::string bypass = "15s";
+  std::string spool_max = "1GiB";
   twd::ApiOptions api_opts;
   uint64_t ring_mb = o.ring.ring_bytes >> 20;
   app.add_option("--root", o.root, "Directory holding {tenant}/{db}.db files")->required();
@@ -58,6 +60,11 @@ int main(int argc, char** argv) {
                  "How often to look for changes made outside the VFS (0 = never)")
       ->capture_default_str();
   app.add_option("--spool", o.spool_dir, "Local spool directory (default ROOT/.tenantwal/spool)");
+  app.add_option("--spool-max-bytes", spool_max,
+                 "Bound on segments waiting in the spool (e.g. 512MiB, 1GiB; 0 = unbounded). "
+                 "When reached, the databases with the oldest pending data lose it and are "
+                 "snapshotted again")
+      ->capture_default_str();
   app.add_option("--ring", o.ring_name, "Shared-memory ring name (env TENANTWAL_RING)")
       ->capture_default_str();
   app.add_option("--ring-size-mb", ring_mb, "Ring size in MiB if tenantwald creates it")
@@ -92,6 +99,11 @@ int main(int argc, char** argv) {
     o.bypass_check_us = 0;
   } else if (!twd::ParseDuration(bypass, &o.bypass_check_us)) {
     fprintf(stderr, "tenantwald: --bypass-check-interval: not a duration: %s\n", bypass.c_str());
+    return 2;
+  }
+  if (!twd::ParseByteSize(spool_max, &o.spool_max_bytes)) {
+    fprintf(stderr, "tenantwald: --spool-max-bytes: not a size: %s (try 512MiB, 1GiB, 0)\n",
+            spool_max.c_str());
     return 2;
   }
   int64_t grace_us = 0;

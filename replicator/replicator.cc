@@ -84,6 +84,7 @@ Status Replicator::Start() {
   }
   if (opts_.spool_dir.empty()) opts_.spool_dir = opts_.root + "/.tenantwal/spool";
   TW_RETURN_IF_ERROR(MkdirAll(opts_.spool_dir, 0700));
+  spool_.set_max_bytes(opts_.spool_max_bytes);
   // Leftovers from a previous run are superseded by the snapshots taken at
   // start (every known database is snapshotted again).
   if (DIR* dir = opendir(opts_.spool_dir.c_str())) {
@@ -538,10 +539,18 @@ Status Replicator::SealLocked(Db* d) {
   if (!st.ok()) {
     w.Abandon();
     // The in-memory checksum state advanced part way: only a snapshot can
-    // restore a known state.
+    // restore a known state. (ENOSPC/EIO: the snapshot is retried with
+    // backoff and succeeds once the spool is writable again.)
+    const std::string msg = "cannot write segment to the spool " + opts_.spool_dir + ": " +
+                            st.ToString();
+    spool_.NoteWriteError(msg);
+    Log(Level::kError, "spool write failed; the batch is dropped and a new snapshot follows",
+        {{"audit", 1}, {"action", "error"}, {"tenant", d->tenant}, {"db", d->name},
+         {"error", st.ToString()}, {"spool", opts_.spool_dir}});
     d->phase = Phase::kActive;
-    NeedSnapshotLocked(d, "cannot write segment to the spool: " + st.ToString());
-    d->last_error = st.ToString();
+    NeedSnapshotLocked(d, msg);
+    ++d->errors;
+    d->last_error = msg;
     return st;
   }
   Sealed s;
@@ -552,6 +561,7 @@ Status Replicator::SealLocked(Db* d) {
   s.bytes = bytes;
   s.last_commit_us = txns.back().commit_us;
   d->last_txid = s.max_txid;
+  spool_.Add(s.bytes);
   d->sealed.push_back(std::move(s));
   return Status::OK();
 }
@@ -614,6 +624,7 @@ void Replicator::FlushLoop() {
       std::lock_guard<std::mutex> lk(mu_);
       dirty_.insert(dirty_.end(), keep.begin(), keep.end());
     }
+    if (spool_.Over()) EnforceSpoolBound();
   }
 }
 
@@ -660,9 +671,16 @@ void Replicator::UploadLoop() {
     {
       std::lock_guard<std::mutex> lk(d->mu);
       d->uploading = false;
-      if (st.ok()) {
+      // Not listed any more: the spool bound dropped the database's segments
+      // while this one was in flight (EnforceSpoolBound).
+      const bool listed = !d->sealed.empty() && d->sealed.front().path == s.path;
+      if (st.ok() || !listed) {
         unlink(s.path.c_str());
-        if (!d->sealed.empty() && d->sealed.front().path == s.path) d->sealed.pop_front();
+        spool_.Release(s.bytes);
+      }
+      if (!st.ok() && !listed) spool_.NoteDrop(d->tenant, 1, s.bytes, false);
+      if (st.ok()) {
+        if (listed) d->sealed.pop_front();
         d->durable_txid = std::max(d->durable_txid, s.max_txid);
         d->durable_commit_us = s.last_commit_us;
         d->bytes_uploaded += s.bytes;

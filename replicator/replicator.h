@@ -26,6 +26,7 @@
 
 #include "base/status.h"
 #include "metrics.h"
+#include "spool.h"
 #include "store/format.h"
 #include "store/object_store.h"
 #include "walring/ring.h"
@@ -42,6 +43,7 @@ struct Options {
   int64_t sync_interval_us = 1000000;   // --sync-interval
   uint64_t segment_max_bytes = 16ull << 20;  // seal a batch at this size
   uint64_t pending_max_bytes = 256ull << 20; // per db, while snapshotting
+  uint64_t spool_max_bytes = kDefaultSpoolMaxBytes;  // --spool-max-bytes (0 = unbounded)
   int uploaders = 4;
   int snapshotters = 2;
   int zstd_level = 3;
@@ -153,6 +155,8 @@ class Replicator {
   tw::ObjectStore* store() const { return store_.get(); }
   // The last outcome of a store request (reachability without a request).
   StoreHealth StoreHealthNow() const;
+  // The spool bound's counters (spool.h).
+  SpoolStats SpoolStatsNow() const { return spool_.Stats(); }
   const Options& options() const { return opts_; }
   tw::ring::Ring* ring() const { return ring_.get(); }
   int64_t started_us() const { return started_us_; }
@@ -176,6 +180,7 @@ class Replicator {
   bool ResumeLocked(Db* d, tw::ring::Slot* s);
   tw::Status SealLocked(Db* d);
   void PublishSlot(Db* d);
+  void EnforceSpoolBound();  // spool.cc
   tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);
   std::shared_ptr<Db> FindDb(const std::string& tenant, const std::string& db);
   std::string StoppedMarker(const std::string& tenant, const std::string& db) const;
@@ -188,6 +193,7 @@ class Replicator {
   std::map<std::string, int64_t> tenant_sync_us_;  // per-tenant sync interval overrides
   std::atomic<uint64_t> settings_version_{0};
   std::atomic<bool> stop_{false};
+  SpoolBudget spool_;                              // bytes of sealed segments in the spool
   int lock_fd_ = -1;                               // flock on {spool}/tenantwald.lock
   int64_t started_us_ = 0;
 
