@@ -102,6 +102,10 @@ Status Replicator::Start() {
   if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     return Status::Busy("another tenantwald is using the spool " + opts_.spool_dir);
   }
+  // While an upload is being retried, its database shows the attempt's error
+  // (tenantwal_status, /api/databases) instead of nothing until the retries
+  // are exhausted. The store calls back on the uploading thread.
+  opts_.store.on_retry = [this](const Status& e, int retry) { NoteRetry(e, retry); };
   TW_RETURN_IF_ERROR(tw::OpenObjectStore(opts_.replica_url, opts_.store, &store_));
   {
     auto observed = std::make_unique<ObservedStore>(std::move(store_));
@@ -644,6 +648,19 @@ void Replicator::PublishSlot(Db* d) {
   Ring::SetError(s, d->last_error);
 }
 
+namespace {
+thread_local Db* tls_uploading = nullptr;  // the database UploadLoop is uploading for
+}  // namespace
+
+void Replicator::NoteRetry(const Status& e, int retry) {
+  Db* d = tls_uploading;
+  if (!d) return;
+  std::lock_guard<std::mutex> lk(d->mu);
+  d->last_error = "upload: attempt " + std::to_string(retry) + " failed, retrying: " +
+                  e.ToString();
+  PublishSlot(d);
+}
+
 void Replicator::UploadLoop() {
   while (!stop_) {
     std::shared_ptr<Db> d;
@@ -666,7 +683,9 @@ void Replicator::UploadLoop() {
         {"tenantwal-min-txid", std::to_string(s.min_txid)},
         {"tenantwal-max-txid", std::to_string(s.max_txid)},
         {"tenantwal-commit-us", std::to_string(s.last_commit_us)}};
+    tls_uploading = d.get();
     Status st = store_->PutFile(s.key, s.path, meta);
+    tls_uploading = nullptr;
     bool more = false;
     {
       std::lock_guard<std::mutex> lk(d->mu);

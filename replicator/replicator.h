@@ -181,6 +181,7 @@ class Replicator {
   tw::Status SealLocked(Db* d);
   void PublishSlot(Db* d);
   void EnforceSpoolBound();  // spool.cc
+  void NoteRetry(const tw::Status& e, int retry);  // StoreOptions::on_retry
   tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);
   std::shared_ptr<Db> FindDb(const std::string& tenant, const std::string& db);
   std::string StoppedMarker(const std::string& tenant, const std::string& db) const;
