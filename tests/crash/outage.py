@@ -203,7 +203,7 @@ def ls_json(d, tenant, db):
     return dbs[0] if dbs else None
 
 
-def check_contiguous(ok, bad, d, tenant, db, live_txid, what, generations=1):
+def check_contiguous(ok, bad, d, tenant, db, live_txid, what, generations=1, min_segments=1):
     """The replica holds `generations` generation(s); the newest one starts
     with a snapshot and its segments cover every txid after it up to
     live_txid, with no gap and no overlap."""
@@ -227,6 +227,8 @@ def check_contiguous(ok, bad, d, tenant, db, live_txid, what, generations=1):
         nxt = s["maxTxid"] + 1
     if nxt - 1 != live_txid:
         problems.append(f"segments end at txid {nxt - 1}, live txid {live_txid}")
+    if len(segs) < min_segments:
+        problems.append(f"{len(segs)} segments, expected at least {min_segments}")
     if g.get("problems"):
         problems.append(f"ls problems: {g['problems']}")
     desc = (f"{len(gens)} generation(s), snapshot at txid {snaps[0]['txid'] if snaps else '-'}, "
@@ -428,7 +430,19 @@ def scenario_big_db(rng, long, ok, bad, converge, verify):
     d.start()
     c = tw.connect(path, isolation_level=None)
     t0 = time.monotonic()
+    first_snapshot = None
     for i in range(txns):
+        # The first half races the initial snapshot; the second half starts
+        # once it is durable, so it must arrive as segments.
+        if i == txns // 2:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                e = d.db_entry("acme", "big") or {}
+                if e.get("snapshots", 0) >= 1 and e.get("status") == "active":
+                    first_snapshot = e
+                    break
+                time.sleep(0.2)
+            tw.log(f"initial snapshot durable after {time.monotonic() - t0:.1f} s: {first_snapshot}")
         c.execute("BEGIN IMMEDIATE")
         r = rng.random()
         if r < 0.6:
@@ -446,7 +460,7 @@ def scenario_big_db(rng, long, ok, bad, converge, verify):
     converge(d, "acme", "big", outdir, f"big-db ({size >> 20} MiB before tenantwald, "
              f"{txns} transactions)", timeout=300)
     verify(d, "acme", "big", "big-db")
-    check_contiguous(ok, bad, d, "acme", "big", e["txid"], "big-db")
+    check_contiguous(ok, bad, d, "acme", "big", e["txid"], "big-db", min_segments=1)
     d.stop()
 
 
@@ -539,8 +553,9 @@ def scenario_spool_full(rng, long, ok, bad, converge, verify):
         return
     tw.at_cleanup(lambda: subprocess.run(["umount", "-l", mnt]))
     spool = os.path.join(mnt, "spool")
-    d = tw.Daemon("crash-spoolfull", sync_interval="200ms",
-                  extra_args=["--spool", spool]).start()
+    d = tw.Daemon("crash-spoolfull", sync_interval="200ms")
+    d.spool = spool
+    d.start()
     outdir = tw.tempdir("crash-spoolfull-out")
     os.makedirs(os.path.join(d.root, "acme"), exist_ok=True)
     path = d.db_path("acme", "s")
