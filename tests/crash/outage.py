@@ -173,7 +173,9 @@ class Writer(threading.Thread):
 
 def latency_check(ok, bad, what, w, phase="outage"):
     """Writers not slowed: p50 during <= 2 x before + 2 ms, p99 during <=
-    max(4 x before, before + 50 ms), and no commit >= 500 ms."""
+    max(4 x before, before + 50 ms), and the slowest commit < max(500 ms,
+    2 x the slowest before) (on a loaded shared machine the baseline itself
+    can have stalls of hundreds of ms that have nothing to do with S3)."""
     b, d = w.lat.get("before", []), w.lat.get(phase, [])
     if len(b) < 20 or len(d) < 20:
         bad(f"{what}: too few commits to compare (before {len(b)}, {phase} {len(d)})")
@@ -181,10 +183,11 @@ def latency_check(ok, bad, what, w, phase="outage"):
     b50, b99, d50, d99 = statistics.median(b), pct(b, 0.99), statistics.median(d), pct(d, 0.99)
     line = (f"{what}: commit latency before: {w.summary('before')}; during the {phase}: "
             f"{w.summary(phase)}")
-    if d50 <= 2 * b50 + 0.002 and d99 <= max(4 * b99, b99 + 0.05) and max(d) < 0.5:
+    if d50 <= 2 * b50 + 0.002 and d99 <= max(4 * b99, b99 + 0.05) and \
+            max(d) < max(0.5, 2 * max(b)):
         ok(line)
     else:
-        bad(line + " (bound: p50 <= 2x+2ms, p99 <= max(4x, +50ms), max < 500 ms)")
+        bad(line + " (bound: p50 <= 2x+2ms, p99 <= max(4x, +50ms), max < max(500 ms, 2x))")
 
 
 def status_row(path, tenant, db):
