@@ -678,6 +678,7 @@ void Replicator::UploadLoop() {
       if (d->uploading || d->sealed.empty()) continue;
       d->uploading = true;
       s = d->sealed.front();
+      d->uploading_path = s.path;
     }
     std::map<std::string, std::string> meta = {
         {"tenantwal-min-txid", std::to_string(s.min_txid)},
@@ -690,6 +691,7 @@ void Replicator::UploadLoop() {
     {
       std::lock_guard<std::mutex> lk(d->mu);
       d->uploading = false;
+      d->uploading_path.clear();
       // Not listed any more: the spool bound dropped the database's segments
       // while this one was in flight (EnforceSpoolBound).
       const bool listed = !d->sealed.empty() && d->sealed.front().path == s.path;

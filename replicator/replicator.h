@@ -98,6 +98,7 @@ struct Db {
   // Sealed, waiting for upload (in order; one upload at a time).
   std::deque<Sealed> sealed;
   bool uploading = false;
+  std::string uploading_path;       // the sealed file in flight, when uploading
   uint64_t durable_txid = 0;
   int64_t durable_commit_us = 0;
   uint64_t bytes_uploaded = 0;

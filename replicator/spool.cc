@@ -80,7 +80,9 @@ void Replicator::EnforceSpoolBound() {
     for (auto& d : dbs) {
       std::lock_guard<std::mutex> lk(d->mu);
       // Droppable: at least one sealed segment that is not in flight.
-      if (d->sealed.size() <= (d->uploading ? 1u : 0u)) continue;
+      size_t droppable = 0;
+      for (const Sealed& s : d->sealed) droppable += !(d->uploading && s.path == d->uploading_path);
+      if (droppable == 0) continue;
       if (d->sealed.front().last_commit_us < oldest) {
         oldest = d->sealed.front().last_commit_us;
         victim = d;
@@ -90,10 +92,9 @@ void Replicator::EnforceSpoolBound() {
     Db* d = victim.get();
     std::lock_guard<std::mutex> lk(d->mu);
     uint64_t segs = 0, bytes = 0, from = 0, to = 0;
-    const bool in_flight = d->uploading && !d->sealed.empty();
-    for (size_t i = 0; i < d->sealed.size(); ++i) {
-      const Sealed& s = d->sealed[i];
-      if (i == 0 && in_flight) continue;  // its uploader deletes it if the upload fails
+    for (const Sealed& s : d->sealed) {
+      // In flight: its uploader deletes it if the upload fails.
+      if (d->uploading && s.path == d->uploading_path) continue;
       unlink(s.path.c_str());
       spool_.Release(s.bytes);
       ++segs;
