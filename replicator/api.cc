@@ -456,6 +456,24 @@ void Health(Ctx& c) {
   Field(&b, "usedBytes", int64_t(sp.bytes));
   Field(&b, "freeBytes", int64_t(sp.free_bytes));
   Field(&b, "filesystemBytes", int64_t(sp.total_bytes));
+  {
+    // The bound on sealed segments (spool.h): counted bytes, drops, errors.
+    SpoolStats ss = rep->SpoolStatsNow();
+    uint64_t dropped_bytes = 0, dropped_segments = 0;
+    for (auto& [t, x] : ss.dropped) {
+      dropped_bytes += x.bytes;
+      dropped_segments += x.segments;
+    }
+    Field(&b, "maxBytes", int64_t(ss.max_bytes));
+    Field(&b, "segmentBytes", int64_t(ss.used_bytes));
+    Field(&b, "segments", int64_t(ss.segments));
+    Field(&b, "drops", int64_t(ss.drops));
+    Field(&b, "droppedSegments", int64_t(dropped_segments));
+    Field(&b, "droppedBytes", int64_t(dropped_bytes));
+    Field(&b, "writeErrors", int64_t(ss.write_errors));
+    if (ss.last_write_error.empty()) Raw(&b, "lastWriteError", "null");
+    else Field(&b, "lastWriteError", ss.last_write_error);
+  }
   b += "},\"s3\":{";
   Field(&b, "replica", rep->options().replica_url, false);
   // Reachability from the last request the replicator made (no request is

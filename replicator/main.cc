@@ -2,7 +2,8 @@
 //
 //   tenantwald --root DIR --replica URL [--api 127.0.0.1:PORT] [--api-token-file F]
 //              [--metrics-db-label-limit N]
-//              [--sync-interval 1s] [--spool DIR] [--ring NAME] [--config FILE]
+//              [--sync-interval 1s] [--spool DIR] [--spool-max-bytes 1GiB]
+//              [--ring NAME] [--config FILE]
 //
 // SIGHUP re-reads --config (an invalid file is refused whole; the old
 // settings stay). Precedence of settings: tenants.h.
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   o.ring_name = tw::ring::DefaultRingName();
   std::string sync = "1s", level = "info", grace = "10s", endpoint, region, ca_file, config;
   std::string bypass = "15s";
+  std::string spool_max = "1GiB";
   twd::ApiOptions api_opts;
   uint64_t ring_mb = o.ring.ring_bytes >> 20;
   app.add_option("--root", o.root, "Directory holding {tenant}/{db}.db files")->required();
@@ -99,6 +101,11 @@ int main(int argc, char** argv) {
                  "uploads)")
       ->capture_default_str();
   app.add_option("--spool", o.spool_dir, "Local spool directory (default ROOT/.tenantwal/spool)");
+  app.add_option("--spool-max-bytes", spool_max,
+                 "Bound on segments waiting in the spool (e.g. 512MiB, 1GiB; 0 = unbounded). "
+                 "When reached, the databases with the oldest pending data lose it and are "
+                 "snapshotted again")
+      ->capture_default_str();
   app.add_option("--ring", o.ring_name, "Shared-memory ring name (env TENANTWAL_RING)")
       ->capture_default_str();
   app.add_option("--ring-size-mb", ring_mb, "Ring size in MiB if tenantwald creates it")
@@ -181,6 +188,11 @@ int main(int argc, char** argv) {
       return 2;
     }
     m.compaction = !no_compaction;
+  }
+  if (!twd::ParseByteSize(spool_max, &o.spool_max_bytes)) {
+    fprintf(stderr, "tenantwald: --spool-max-bytes: not a size: %s (try 512MiB, 1GiB, 0)\n",
+            spool_max.c_str());
+    return 2;
   }
   int64_t grace_us = 0;
   if (!twd::ParseDuration(grace, &grace_us)) {

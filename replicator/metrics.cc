@@ -363,6 +363,27 @@ std::string RenderMetrics(Replicator* rep, const MetricsOptions& o) {
   out.Sample("tenantwal_spool_files", {}, sp.files);
   out.Family("tenantwal_spool_free_bytes", "gauge", "Free bytes on the spool's filesystem.");
   out.Sample("tenantwal_spool_free_bytes", {}, sp.free_bytes);
+  SpoolStats ss = rep->SpoolStatsNow();
+  out.Family("tenantwal_spool_segment_bytes", "gauge",
+             "Bytes of sealed segments waiting in the spool (counted against --spool-max-bytes).");
+  out.Sample("tenantwal_spool_segment_bytes", {}, ss.used_bytes);
+  out.Family("tenantwal_spool_max_bytes", "gauge", "--spool-max-bytes (0: unbounded).");
+  out.Sample("tenantwal_spool_max_bytes", {}, ss.max_bytes);
+  out.Family("tenantwal_spool_dropped_total", "counter",
+             "Times the spool bound dropped a database's pending segments (each forces a "
+             "snapshot).");
+  for (auto& [t, x] : ss.dropped) out.Sample("tenantwal_spool_dropped_total", {{"tenant", t}}, x.drops);
+  out.Family("tenantwal_spool_dropped_segments_total", "counter",
+             "Segments deleted from the spool unsent because of the bound.");
+  for (auto& [t, x] : ss.dropped) {
+    out.Sample("tenantwal_spool_dropped_segments_total", {{"tenant", t}}, x.segments);
+  }
+  out.Family("tenantwal_spool_dropped_bytes_total", "counter",
+             "Bytes of segments deleted from the spool unsent because of the bound.");
+  for (auto& [t, x] : ss.dropped) out.Sample("tenantwal_spool_dropped_bytes_total", {{"tenant", t}}, x.bytes);
+  out.Family("tenantwal_spool_write_errors_total", "counter",
+             "Failed writes of segment files to the spool (ENOSPC, EIO, ...).");
+  out.Sample("tenantwal_spool_write_errors_total", {}, ss.write_errors);
   return std::move(out.str());
 }
 

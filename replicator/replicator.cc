@@ -78,6 +78,7 @@ Status Replicator::Start() {
   }
   if (opts_.spool_dir.empty()) opts_.spool_dir = opts_.root + "/.tenantwal/spool";
   TW_RETURN_IF_ERROR(MkdirAll(opts_.spool_dir, 0700));
+  spool_.set_max_bytes(opts_.spool_max_bytes);
   // Leftovers from a previous run are superseded by the snapshots taken at
   // start (every known database is snapshotted again).
   if (DIR* dir = opendir(opts_.spool_dir.c_str())) {
@@ -95,6 +96,11 @@ Status Replicator::Start() {
   if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     return Status::Busy("another tenantwald is using the spool " + opts_.spool_dir);
   }
+  // While an upload is being retried, its database shows the attempt's error
+  // (tenantwal_status, /api/databases) instead of nothing until the retries
+  // are exhausted. The store calls back on the uploading thread; every
+  // tenant's store is opened with these options (tenants.h).
+  opts_.store.on_retry = [this](const Status& e, int retry) { NoteRetry(e, retry); };
   {
     ReplicaTarget flag_target;
     flag_target.url = opts_.replica_url;
@@ -593,10 +599,18 @@ Status Replicator::SealLocked(Db* d) {
   if (!st.ok()) {
     w.Abandon();
     // The in-memory checksum state advanced part way: only a snapshot can
-    // restore a known state.
+    // restore a known state. (ENOSPC/EIO: the snapshot is retried with
+    // backoff and succeeds once the spool is writable again.)
+    const std::string msg = "cannot write segment to the spool " + opts_.spool_dir + ": " +
+                            st.ToString();
+    spool_.NoteWriteError(msg);
+    Log(Level::kError, "spool write failed; the batch is dropped and a new snapshot follows",
+        {{"audit", 1}, {"action", "error"}, {"tenant", d->tenant}, {"db", d->name},
+         {"error", st.ToString()}, {"spool", opts_.spool_dir}});
     d->phase = Phase::kActive;
-    NeedSnapshotLocked(d, "cannot write segment to the spool: " + st.ToString());
-    d->last_error = st.ToString();
+    NeedSnapshotLocked(d, msg);
+    ++d->errors;
+    d->last_error = msg;
     return st;
   }
   Sealed s;
@@ -610,6 +624,7 @@ Status Replicator::SealLocked(Db* d) {
   s.db_pages = txns.back().db_pages;
   s.store = d->target ? d->target : tenants_->Store(d->tenant, nullptr);
   d->last_txid = s.max_txid;
+  spool_.Add(s.bytes);
   d->sealed.push_back(std::move(s));
   return Status::OK();
 }
@@ -692,6 +707,7 @@ void Replicator::FlushLoop() {
       std::lock_guard<std::mutex> lk(mu_);
       dirty_.insert(dirty_.end(), keep.begin(), keep.end());
     }
+    if (spool_.Over()) EnforceSpoolBound();
   }
 }
 
@@ -705,12 +721,15 @@ bool Replicator::SpoolBoundLocked(Db* d) {
   for (auto& x : d->sealed) total += x.bytes;
   if (total <= opts_.spool_max_db_bytes) return false;
   size_t keep = d->uploading ? 1 : 0;
-  uint64_t dropped = 0;
+  uint64_t dropped = 0, segments = 0;
   while (d->sealed.size() > keep) {
     unlink(d->sealed.back().path.c_str());
+    spool_.Release(d->sealed.back().bytes);
     dropped += d->sealed.back().bytes;
+    ++segments;
     d->sealed.pop_back();
   }
+  spool_.NoteDrop(d->tenant, segments, dropped, true);
   Log(Level::kWarn, "spool bound reached: segments dropped, a new snapshot will replace them",
       {{"tenant", d->tenant}, {"db", d->name}, {"droppedBytes", dropped},
        {"boundBytes", opts_.spool_max_db_bytes}});
@@ -764,6 +783,19 @@ void Replicator::PublishSlot(Db* d) {
   Ring::SetError(s, d->last_error);
 }
 
+namespace {
+thread_local Db* tls_uploading = nullptr;  // the database UploadLoop is uploading for
+}  // namespace
+
+void Replicator::NoteRetry(const Status& e, int retry) {
+  Db* d = tls_uploading;
+  if (!d) return;
+  std::lock_guard<std::mutex> lk(d->mu);
+  d->last_error = "upload: attempt " + std::to_string(retry) + " failed, retrying: " +
+                  e.ToString();
+  PublishSlot(d);
+}
+
 void Replicator::UploadLoop() {
   while (!stop_) {
     std::shared_ptr<Db> d;
@@ -795,12 +827,15 @@ void Replicator::UploadLoop() {
       }
       d->uploading = true;
       s = d->sealed.front();
+      d->uploading_path = s.path;
     }
     std::map<std::string, std::string> meta = {
         {"tenantwal-min-txid", std::to_string(s.min_txid)},
         {"tenantwal-max-txid", std::to_string(s.max_txid)},
         {"tenantwal-commit-us", std::to_string(s.last_commit_us)}};
+    tls_uploading = d.get();
     Status st = s.store->PutFile(s.key, s.path, meta);
+    tls_uploading = nullptr;
     const int64_t debt_until = tenants_->Charge(d->tenant, s.bytes, 1, tw::ring::NowMicros());
     bool more = false;
     {
@@ -808,9 +843,17 @@ void Replicator::UploadLoop() {
       d->uploading = false;
       // Over the limit after this upload: shown as throttled until repaid.
       d->throttled_until_us = debt_until > tw::ring::NowMicros() ? debt_until : 0;
-      if (st.ok()) {
+      d->uploading_path.clear();
+      // Not listed any more: the spool bound dropped the database's segments
+      // while this one was in flight (EnforceSpoolBound).
+      const bool listed = !d->sealed.empty() && d->sealed.front().path == s.path;
+      if (st.ok() || !listed) {
         unlink(s.path.c_str());
-        if (!d->sealed.empty() && d->sealed.front().path == s.path) d->sealed.pop_front();
+        spool_.Release(s.bytes);
+      }
+      if (!st.ok() && !listed) spool_.NoteDrop(d->tenant, 1, s.bytes, false);
+      if (st.ok()) {
+        if (listed) d->sealed.pop_front();
         d->durable_txid = std::max(d->durable_txid, s.max_txid);
         d->durable_commit_us = s.last_commit_us;
         d->bytes_uploaded += s.bytes;

@@ -29,6 +29,7 @@
 #include "config.h"
 #include "maintainer.h"
 #include "metrics.h"
+#include "spool.h"
 #include "store/format.h"
 #include "store/object_store.h"
 #include "tenants.h"
@@ -48,6 +49,7 @@ struct Options {
   int64_t sync_interval_us = 1000000;   // --sync-interval
   uint64_t segment_max_bytes = 16ull << 20;  // seal a batch at this size
   uint64_t pending_max_bytes = 256ull << 20; // per db, while snapshotting
+  uint64_t spool_max_bytes = kDefaultSpoolMaxBytes;  // --spool-max-bytes (0 = unbounded)
   int uploaders = 16;               // --uploaders
   int snapshotters = 2;             // snapshot threads = --max-concurrent-snapshots
   MaintenanceOptions maintenance;   // scheduled snapshots, compaction, retention
@@ -109,6 +111,7 @@ struct Db {
   // Sealed, waiting for upload (in order; one upload at a time).
   std::list<Sealed> sealed;
   bool uploading = false;
+  std::string uploading_path;       // the sealed file in flight, when uploading
   uint64_t durable_txid = 0;
   int64_t durable_commit_us = 0;
   uint64_t bytes_uploaded = 0;
@@ -197,6 +200,8 @@ class Replicator {
                          const std::vector<int>& clear, const std::string& remote);
   // The last outcome of a store request (reachability without a request).
   StoreHealth StoreHealthNow() const;
+  // The spool bound's counters (spool.h).
+  SpoolStats SpoolStatsNow() const { return spool_.Stats(); }
   const Options& options() const { return opts_; }
   tw::ring::Ring* ring() const { return ring_.get(); }
   int64_t started_us() const { return started_us_; }
@@ -223,6 +228,8 @@ class Replicator {
   bool ResumeLocked(Db* d, tw::ring::Slot* s);
   tw::Status SealLocked(Db* d);
   void PublishSlot(Db* d);
+  void EnforceSpoolBound();  // spool.cc
+  void NoteRetry(const tw::Status& e, int retry);  // StoreOptions::on_retry
   tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);
   std::shared_ptr<Db> FindDb(const std::string& tenant, const std::string& db);
   std::string StoppedMarker(const std::string& tenant, const std::string& db) const;
@@ -242,6 +249,7 @@ class Replicator {
   std::unique_ptr<TenantRegistry> tenants_;
   ObservedStore* observed_ = nullptr;              // store_, seen through its wrapper
   std::atomic<bool> stop_{false};
+  SpoolBudget spool_;                              // bytes of sealed segments in the spool
   int lock_fd_ = -1;                               // flock on {spool}/tenantwald.lock
   int64_t started_us_ = 0;
 

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -45,6 +46,10 @@ struct StoreOptions {
   int connect_timeout_ms = 5000;
   int request_timeout_ms = 120000;  // whole request, per attempt
   int backoff_base_ms = 100;      // exponential backoff with full jitter, capped at 20 s
+  // Optional: called on the calling thread after each failed attempt that
+  // will be retried, with the attempt's error and the retry number (1..).
+  // Lets a caller show an error while a request is still being retried.
+  std::function<void(const Status& error, int retry)> on_retry;
 
   // Fills every field from the environment (AWS_* variables above).
   static StoreOptions FromEnv();

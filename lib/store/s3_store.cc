@@ -407,6 +407,7 @@ Status S3Store::Execute(Call* call) {
       return s;
     }
     last = s;
+    if (options_.on_retry && attempt + 1 < attempts) options_.on_retry(s, attempt + 1);
   }
   ReleaseHandle(h);
   return Status::Unavailable(call->what + ": gave up after " + std::to_string(attempts) +
