@@ -2,6 +2,8 @@
 // (design: compaction.h; format: docs/FORMAT.md "Compaction").
 #include "compaction.h"
 
+#include "duration.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,26 +32,7 @@ int64_t FloorDiv(int64_t a, int64_t b) {
 }  // namespace
 
 bool ParseLongDuration(const std::string& s, int64_t* us) {
-  if (s.empty() || s.size() > 32 || !isdigit(static_cast<unsigned char>(s[0]))) return false;
-  size_t i = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &i);
-  } catch (...) {
-    return false;
-  }
-  std::string unit = s.substr(i);
-  double mul;
-  if (unit == "ms") mul = 1e3;
-  else if (unit == "s") mul = 1e6;
-  else if (unit == "m") mul = 60e6;
-  else if (unit == "h") mul = 3600e6;
-  else if (unit == "d") mul = 86400e6;
-  else return false;
-  double r = v * mul;
-  if (!(r >= 1000) || r > 3650 * 86400e6) return false;
-  *us = int64_t(r);
-  return true;
+  return ParseDurationIn(s, 1000, 3650 * 86400000000LL, us);  // config.h
 }
 
 // ---- planning ------------------------------------------------------------------

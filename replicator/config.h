@@ -33,6 +33,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "duration.h"
 #include "store/object_store.h"
 
 namespace twd {
@@ -99,10 +100,5 @@ constexpr int64_t kMinSnapshotUs = 1000000, kMaxSnapshotUs = 365 * 86400000000LL
 constexpr int64_t kMinRetentionUs = 60000000, kMaxRetentionUs = 3650 * 86400000000LL;  // 1m..3650d
 constexpr int64_t kMaxRate = int64_t(1) << 50;                                    // 1 PiB/s
 
-// "500ms", "2s", "5m", "24h", "7d" (a decimal number and a unit) within
-// [lo, hi] microseconds. False if malformed or out of range.
-bool ParseDurationIn(const std::string& s, int64_t lo, int64_t hi, int64_t* us);
-// The inverse, using the largest exact unit ("7d", "36h", "1500ms").
-std::string FormatDurationLong(int64_t us);
 
 }  // namespace twd

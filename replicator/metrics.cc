@@ -2,6 +2,8 @@
 // (see metrics.h; every series is listed in docs/API.md).
 #include "metrics.h"
 
+#include "duration.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -96,24 +98,9 @@ SpoolUsage ScanSpool(const std::string& dir) {
 }
 
 bool ParseDuration(const std::string& s, int64_t* us) {
-  if (s.empty() || s.size() > 32 || !(isdigit(static_cast<unsigned char>(s[0])))) return false;
-  size_t i = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &i);
-  } catch (...) {
-    return false;
-  }
-  std::string unit = s.substr(i);
-  double mul;
-  if (unit == "ms") mul = 1e3;
-  else if (unit == "s" || unit.empty()) mul = 1e6;
-  else if (unit == "m") mul = 60e6;
-  else if (unit == "h") mul = 3600e6;
-  else return false;
-  if (!(v * mul >= 1000) || v * mul > 86400e6) return false;
-  *us = int64_t(v * mul);
-  return true;
+  // A bare number is seconds; otherwise the one duration grammar (config.h).
+  const bool bare = !s.empty() && s.find_first_not_of("0123456789.") == std::string::npos;
+  return ParseDurationIn(bare ? s + "s" : s, 1000, 86400000000LL, us);
 }
 
 std::string FormatDuration(int64_t us) {
