@@ -173,7 +173,8 @@ def test():
     usable = [r for r in records if r["txid"] >= usable_from]
     coarse = exact = folded = 0
     # The last commits are inside the exact window; the first half is not.
-    picks = rng.sample(usable, min(7, len(usable))) + usable[-3:]
+    # Distinct targets (each restores to its own file): 7 from before the last 3.
+    picks = rng.sample(usable[:-3], min(7, max(0, len(usable) - 3))) + usable[-3:]
     pairs = [(usable[k], usable[k + 1]) for k in range(len(usable) - 1)]
     for kind, r, nxt in ([("txid", p, None) for p in picks] +
                          [("time", a, b) for a, b in rng.sample(pairs, min(10, len(pairs)))]):
