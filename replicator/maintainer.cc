@@ -128,10 +128,23 @@ void Maintainer::Loop() {
     for (int64_t slept = 0; slept < tick_us && !stop_; slept += 50000) usleep(50000);
     if (stop_) break;
     const int64_t now = tw::ring::NowMicros();
+    // Only databases with something to do (Maintain acts on nothing else):
+    // changed since their snapshot, not listed yet, uploaded since the last
+    // retention pass, or possibly compactable. All of them when the tenant
+    // settings changed (a new replica target must be noticed). An idle host
+    // with 50,000 databases then visits none of them.
+    const uint64_t settings = rep_->tenants()->version();
+    const bool settings_changed = settings != settings_seen_;
+    settings_seen_ = settings;
     std::vector<std::string> ids;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      for (auto& [id, _] : dbs_) ids.push_back(id);
+      for (auto& [id, d] : dbs_) {
+        if (settings_changed || d->changed_since_snapshot || !d->listed ||
+            d->active_since_retention || d->compaction_pending) {
+          ids.push_back(id);
+        }
+      }
     }
     for (const auto& id : ids) {
       if (stop_) break;

@@ -76,6 +76,7 @@ class Maintainer {
                    int64_t now);
 
   Replicator* rep_;
+  uint64_t settings_seen_ = ~0ull;  // TenantRegistry::version() at the last pass (Loop only)
   std::string spool_;
   MaintenanceOptions opts_;
   int zstd_level_;
