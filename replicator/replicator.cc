@@ -15,6 +15,7 @@
 
 #include "base/names.h"
 #include "log.h"
+#include "spool_replay.h"
 #include "state_file.h"
 
 namespace twd {
@@ -79,18 +80,8 @@ Status Replicator::Start() {
   if (opts_.spool_dir.empty()) opts_.spool_dir = opts_.root + "/.tenantwal/spool";
   TW_RETURN_IF_ERROR(MkdirAll(opts_.spool_dir, 0700));
   spool_.set_max_bytes(opts_.spool_max_bytes);
-  // Leftovers from a previous run are superseded by the snapshots taken at
-  // start (every known database is snapshotted again).
-  if (DIR* dir = opendir(opts_.spool_dir.c_str())) {
-    while (dirent* e = readdir(dir)) {
-      std::string n = e->d_name;
-      if (n.size() > 6 && n.compare(n.size() - 6, 6, ".twseg") == 0) {
-        unlink((opts_.spool_dir + "/" + n).c_str());
-      }
-    }
-    closedir(dir);
-  }
-  // One daemon per spool (and so per root by default): an exclusive lock.
+  // One daemon per spool (and so per root by default): an exclusive lock,
+  // taken before anything in the spool is touched.
   const std::string lock_path = opts_.spool_dir + "/tenantwald.lock";
   lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -120,6 +111,21 @@ Status Replicator::Start() {
       config_state_.loaded_us = config_state_.last_attempt_us = tw::ring::NowMicros();
       Log(Level::kInfo, "configuration loaded",
           {{"config", opts_.config_path}, {"tenants", c.tenants.size()}});
+    }
+  }
+  {
+    // Files a killed run left in the spool (spool_replay.h): torn uploads
+    // are uploaded again, segments that continue their generation go up,
+    // the rest is unlinked. Before any thread starts.
+    SpoolReplayStats rs;
+    Status st = ReplaySpool(
+        opts_.spool_dir, [this](const std::string& t) { return tenants_->Store(t, nullptr); },
+        &rs);
+    if (!st.ok()) return st;
+    if (rs.reuploaded + rs.continued + rs.discarded + rs.kept > 0) {
+      Log(Level::kInfo, "spool replayed",
+          {{"reuploaded", rs.reuploaded}, {"continued", rs.continued},
+           {"discarded", rs.discarded}, {"kept", rs.kept}, {"keptBytes", rs.kept_bytes}});
     }
   }
   TW_RETURN_IF_ERROR(Ring::Open(opts_.ring_name, opts_.ring, true, &ring_));

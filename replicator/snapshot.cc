@@ -399,7 +399,14 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
                               {{"tenantwal-txid", std::to_string(S)},
                                {"tenantwal-commit-us", std::to_string(sh.commit_us)}});
   unlink(spool.c_str());
-  if (!us.ok()) return us.Prefix("upload " + key);
+  if (!us.ok()) {
+    // The next attempt starts a new generation under another key. Some
+    // S3-compatible servers keep the bytes of a PUT cut short: delete what
+    // this attempt may have left (best effort; a torn object is also found
+    // by restore and verify, and nothing refers to this generation).
+    store->Delete(key);
+    return us.Prefix("upload " + key);
+  }
 
   std::lock_guard<std::mutex> lk(d->mu);
   if (maint_) {
