@@ -726,21 +726,9 @@ bool Replicator::SpoolBoundLocked(Db* d) {
   uint64_t total = 0;
   for (auto& x : d->sealed) total += x.bytes;
   if (total <= opts_.spool_max_db_bytes) return false;
-  size_t keep = d->uploading ? 1 : 0;
-  uint64_t dropped = 0, segments = 0;
-  while (d->sealed.size() > keep) {
-    unlink(d->sealed.back().path.c_str());
-    spool_.Release(d->sealed.back().bytes);
-    dropped += d->sealed.back().bytes;
-    ++segments;
-    d->sealed.pop_back();
-  }
-  spool_.NoteDrop(d->tenant, segments, dropped, true);
-  Log(Level::kWarn, "spool bound reached: segments dropped, a new snapshot will replace them",
-      {{"tenant", d->tenant}, {"db", d->name}, {"droppedBytes", dropped},
-       {"boundBytes", opts_.spool_max_db_bytes}});
-  NeedSnapshotLocked(d, "spool bound reached (throttled or S3 unreachable)");
-  PublishSlot(d);
+  DropSealedLocked(d, "the database's spool bound (--spool-max-db-mb " +
+                          std::to_string(opts_.spool_max_db_bytes >> 20) +
+                          ") reached: throttled or S3 unreachable");
   return true;
 }
 
@@ -851,7 +839,7 @@ void Replicator::UploadLoop() {
       d->throttled_until_us = debt_until > tw::ring::NowMicros() ? debt_until : 0;
       d->uploading_path.clear();
       // Not listed any more: the spool bound dropped the database's segments
-      // while this one was in flight (EnforceSpoolBound).
+      // while this one was in flight (DropSealedLocked).
       const bool listed = !d->sealed.empty() && d->sealed.front().path == s.path;
       if (st.ok() || !listed) {
         unlink(s.path.c_str());

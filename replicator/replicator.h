@@ -243,6 +243,9 @@ class Replicator {
   void DeferLocked(const std::shared_ptr<Db>& d, int64_t not_before_us);
   void MoveDueDeferred();
   bool SpoolBoundLocked(Db* d);
+  // Drops every sealed segment of `d` (spool.cc), logs and counts the drop
+  // ("spool-drop", with `cause`) and marks the database for a snapshot.
+  void DropSealedLocked(Db* d, const std::string& cause);
 
   Options opts_;
   std::unique_ptr<tw::ring::Ring> ring_;

@@ -89,35 +89,39 @@ void Replicator::EnforceSpoolBound() {
       }
     }
     if (!victim) return;  // only in-flight uploads left; they release soon
-    Db* d = victim.get();
-    std::lock_guard<std::mutex> lk(d->mu);
-    uint64_t segs = 0, bytes = 0, from = 0, to = 0;
-    for (const Sealed& s : d->sealed) {
-      // In flight: its uploader deletes it if the upload fails.
-      if (d->uploading && s.path == d->uploading_path) continue;
-      unlink(s.path.c_str());
-      spool_.Release(s.bytes);
-      ++segs;
-      bytes += s.bytes;
-      if (from == 0) from = s.min_txid;
-      to = s.max_txid;
-    }
-    d->sealed.clear();
-    spool_.NoteDrop(d->tenant, segs, bytes, true);
-    Log(Level::kError, "spool full: pending segments dropped; a new snapshot follows",
-        {{"audit", 1}, {"action", "spool-drop"}, {"tenant", d->tenant}, {"db", d->name},
-         {"segments", segs}, {"bytes", bytes}, {"fromTxid", from}, {"toTxid", to},
-         {"spoolUsedBytes", spool_.used()}, {"spoolMaxBytes", spool_.max_bytes()}});
-    const std::string why = "spool full (--spool-max-bytes " +
-                            std::to_string(spool_.max_bytes()) + "): dropped " +
-                            std::to_string(segs) + " segments (" + std::to_string(bytes) +
-                            " bytes, txids " + std::to_string(from) + ".." +
-                            std::to_string(to) + ") not yet uploaded";
-    if (d->phase == Phase::kActive) NeedSnapshotLocked(d, why);
-    ++d->errors;
-    d->last_error = why;
-    PublishSlot(d);
+    std::lock_guard<std::mutex> lk(victim->mu);
+    DropSealedLocked(victim.get(), "spool full (--spool-max-bytes " +
+                                       std::to_string(spool_.max_bytes()) + ")");
   }
+}
+
+// Called with d->mu held. The in-flight segment, if any, leaves the list
+// but keeps its file: its uploader sees it unlisted and deletes the file
+// after the PUT (counting a drop if the PUT failed).
+void Replicator::DropSealedLocked(Db* d, const std::string& cause) {
+  uint64_t segs = 0, bytes = 0, from = 0, to = 0;
+  for (const Sealed& s : d->sealed) {
+    if (d->uploading && s.path == d->uploading_path) continue;
+    unlink(s.path.c_str());
+    spool_.Release(s.bytes);
+    ++segs;
+    bytes += s.bytes;
+    if (from == 0) from = s.min_txid;
+    to = s.max_txid;
+  }
+  d->sealed.clear();
+  spool_.NoteDrop(d->tenant, segs, bytes, true);
+  Log(Level::kError, "spool bound reached: pending segments dropped; a new snapshot follows",
+      {{"audit", 1}, {"action", "spool-drop"}, {"tenant", d->tenant}, {"db", d->name},
+       {"cause", cause}, {"segments", segs}, {"bytes", bytes}, {"fromTxid", from},
+       {"toTxid", to}, {"spoolUsedBytes", spool_.used()}, {"spoolMaxBytes", spool_.max_bytes()}});
+  const std::string why = cause + ": dropped " + std::to_string(segs) + " segments (" +
+                          std::to_string(bytes) + " bytes, txids " + std::to_string(from) +
+                          ".." + std::to_string(to) + ") not yet uploaded";
+  if (d->phase == Phase::kActive) NeedSnapshotLocked(d, why);
+  ++d->errors;
+  d->last_error = why;
+  PublishSlot(d);
 }
 
 }  // namespace twd

@@ -12,7 +12,8 @@
 //  * After each seal, Replicator::EnforceSpoolBound (spool.cc) runs while the
 //    budget is over its bound: it picks the database whose oldest sealed
 //    segment is the oldest (by commit time of its last transaction), deletes
-//    all its sealed segment files, and marks it for a new snapshot (a new
+//    all its sealed segment files (DropSealedLocked, also used for the
+//    per-database bound --spool-max-db-mb), and marks it for a new snapshot (a new
 //    generation; the snapshot is retried with backoff until S3 answers
 //    again). A segment whose upload is in flight is left to its uploader: if
 //    that upload fails, the uploader deletes it and counts it as dropped.
