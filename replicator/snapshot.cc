@@ -138,6 +138,9 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     TW_RETURN_IF_ERROR(OpenConn(d->path, true, &b));
     TW_RETURN_IF_ERROR(Exec(&b, "BEGIN; SELECT count(*) FROM sqlite_master;"));
   } else {
+    // B is opened before A takes the write lock: opening a connection (and
+    // its file descriptors) need not happen while writers wait on us.
+    TW_RETURN_IF_ERROR(OpenConn(d->path, true, &b));
     TW_RETURN_IF_ERROR(OpenConn(d->path, false, &a));
     TW_RETURN_IF_ERROR(Exec(&a, "BEGIN IMMEDIATE"));
   }
@@ -231,8 +234,7 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
 
   // Step 3: pin a read transaction at S, then let writers go.
   if (!rollback_mode) {
-    Status rs = OpenConn(d->path, true, &b);
-    if (rs.ok()) rs = Exec(&b, "BEGIN; SELECT count(*) FROM sqlite_master;");
+    Status rs = Exec(&b, "BEGIN; SELECT count(*) FROM sqlite_master;");
     Exec(&a, "ROLLBACK");
     sqlite3_close_v2(a.db);
     a.db = nullptr;
