@@ -723,9 +723,7 @@ void Replicator::FlushLoop() {
 // the rate limit) replaces the history that was dropped. The segment being
 // uploaded, if any, is left to finish. True if segments were dropped.
 bool Replicator::SpoolBoundLocked(Db* d) {
-  uint64_t total = 0;
-  for (auto& x : d->sealed) total += x.bytes;
-  if (total <= opts_.spool_max_db_bytes) return false;
+  if (d->SealedBytes() <= opts_.spool_max_db_bytes) return false;
   DropSealedLocked(d, "the database's spool bound (--spool-max-db-mb " +
                           std::to_string(opts_.spool_max_db_bytes >> 20) +
                           ") reached: throttled or S3 unreachable");
@@ -766,9 +764,7 @@ void Replicator::PublishSlot(Db* d) {
   s->replicated_txid.store(d->durable_txid, std::memory_order_release);
   s->replicated_commit_us.store(d->durable_commit_us, std::memory_order_relaxed);
   s->last_snapshot_us.store(d->last_snapshot_us, std::memory_order_relaxed);
-  uint64_t pend = d->pending_bytes;
-  for (auto& x : d->sealed) pend += x.bytes;
-  s->pending_bytes.store(pend, std::memory_order_relaxed);
+  s->pending_bytes.store(d->pending_bytes + d->SealedBytes(), std::memory_order_relaxed);
   if (d->durable_txid >= s->txid) s->pending_since_us.store(0, std::memory_order_relaxed);
   size_t n = std::min(d->generation.size(), sizeof s->generation - 1);
   std::memcpy(s->generation, d->generation.data(), n);
@@ -1046,8 +1042,7 @@ Replicator::DbView Replicator::View(Db* d, int64_t now) {
   v.snapshots = d->snapshots;
   v.txns = d->txns_uploaded;
   v.errors = d->errors;
-  v.pending_bytes = d->pending_bytes;
-  for (auto& x : d->sealed) v.pending_bytes += x.bytes;
+  v.pending_bytes = d->pending_bytes + d->SealedBytes();
   v.created_us = d->created_us;
   v.last_snapshot_us = d->last_snapshot_us;
   v.throttled = d->throttled_until_us > now;

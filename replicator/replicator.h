@@ -110,6 +110,11 @@ struct Db {
                                     // a snapshot applies only if unchanged
   // Sealed, waiting for upload (in order; one upload at a time).
   std::list<Sealed> sealed;
+  uint64_t SealedBytes() const {    // bytes of `sealed` in the spool (mu held)
+    uint64_t n = 0;
+    for (const Sealed& x : sealed) n += x.bytes;
+    return n;
+  }
   bool uploading = false;
   std::string uploading_path;       // the sealed file in flight, when uploading
   uint64_t durable_txid = 0;
