@@ -261,7 +261,7 @@ def check_contiguous(ok, bad, d, tenant, db, live_txid, what, generations=1, min
     if problems:
         bad(f"{what}: replica not contiguous: {'; '.join(problems)} ({desc})")
     else:
-        ok(f"{what}: {desc}: no gap, no overlap")
+        ok(f"{what}: {desc}: no gap, no partial overlap")
 
 
 def wait_replicating(d, dbs, timeout=60):
