@@ -765,7 +765,22 @@ void Replicator::PublishSlot(Db* d) {
   s->replicated_commit_us.store(d->durable_commit_us, std::memory_order_relaxed);
   s->last_snapshot_us.store(d->last_snapshot_us, std::memory_order_relaxed);
   s->pending_bytes.store(d->pending_bytes + d->SealedBytes(), std::memory_order_relaxed);
-  if (d->durable_txid >= s->txid) s->pending_since_us.store(0, std::memory_order_relaxed);
+  if (d->durable_txid >= s->txid) {
+    s->pending_since_us.store(0, std::memory_order_relaxed);
+  } else {
+    // Still behind: the oldest transaction not yet durable is the first of
+    // the sealed or pending ones, or else (all still in the ring) one
+    // committed after the last durable one. Move the writers' mark forward
+    // to it, so lag_ms is the age of that transaction and not the time since
+    // the database was last wholly caught up (never, under steady writes).
+    int64_t oldest = !d->sealed.empty()    ? d->sealed.front().first_commit_us
+                     : !d->pending.empty() ? d->pending.front().commit_us
+                                           : d->durable_commit_us;
+    int64_t cur = s->pending_since_us.load(std::memory_order_relaxed);
+    if (cur > 0 && oldest > cur) {
+      s->pending_since_us.compare_exchange_strong(cur, oldest, std::memory_order_relaxed);
+    }
+  }
   size_t n = std::min(d->generation.size(), sizeof s->generation - 1);
   std::memcpy(s->generation, d->generation.data(), n);
   s->generation[n] = 0;
