@@ -1,6 +1,7 @@
 // tenantwald: the maintenance thread (design: compaction.h).
 #include "maintainer.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,7 +25,10 @@ Maintainer::~Maintainer() { Stop(); }
 
 void Maintainer::Start() {
   stop_ = false;
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "tw-maintain");
+    Loop();
+  });
 }
 
 void Maintainer::Stop() {

@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -143,11 +144,17 @@ Status Replicator::Start() {
     if (ring_->slot(i)->used.load(std::memory_order_acquire)) GetDb(i, true);
   }
   ScanRoot();
-  threads_.emplace_back([this] { ConsumeLoop(); });
-  threads_.emplace_back([this] { FlushLoop(); });
-  for (int i = 0; i < opts_.uploaders; ++i) threads_.emplace_back([this] { UploadLoop(); });
-  for (int i = 0; i < opts_.snapshotters; ++i) threads_.emplace_back([this] { SnapshotLoop(); });
-  if (opts_.bypass_check_us > 0) threads_.emplace_back([this] { BypassLoop(); });
+  // Named (top -H, /proc/PID/task/*/comm) so idle wakeups can be told apart.
+  auto named = [](const char* name, auto fn) {
+    return [name, fn] { pthread_setname_np(pthread_self(), name); fn(); };
+  };
+  threads_.emplace_back(named("tw-consume", [this] { ConsumeLoop(); }));
+  threads_.emplace_back(named("tw-flush", [this] { FlushLoop(); }));
+  for (int i = 0; i < opts_.uploaders; ++i)
+    threads_.emplace_back(named("tw-upload", [this] { UploadLoop(); }));
+  for (int i = 0; i < opts_.snapshotters; ++i)
+    threads_.emplace_back(named("tw-snapshot", [this] { SnapshotLoop(); }));
+  if (opts_.bypass_check_us > 0) threads_.emplace_back(named("tw-bypass", [this] { BypassLoop(); }));
   maint_ = std::make_unique<Maintainer>(this, opts_.spool_dir, opts_.maintenance,
                                         opts_.zstd_level);
   maint_->Start();
