@@ -204,11 +204,18 @@ void Replicator::Stop(int grace_ms) {
     ls.page_crc = d->page_crc;
     std::string dir = opts_.spool_dir + "/state/" + d->tenant;
     Status st = MkdirAll(dir, 0700);
-    if (st.ok()) st = WriteLineageState(dir + "/" + d->name + ".state", ls);
+    if (st.ok()) st = WriteLineageState(dir + "/" + d->name + ".state", ls, /*sync=*/false);
     if (st.ok()) st = WriteTargetKey(dir + "/" + d->name + ".target", d->target_key);
     if (st.ok()) ++saved;
     else Log(Level::kWarn, "cannot save lineage state", {{"tenant", d->tenant}, {"db", d->name},
                                                          {"error", st.ToString()}});
+  }
+  if (saved > 0) {
+    // One sync of the file system for all the state files (see state_file.h).
+    int fd = open((opts_.spool_dir + "/state").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) != 0)
+      Log(Level::kWarn, "cannot sync the lineage state", {{"error", strerror(errno)}});
+    if (fd >= 0) close(fd);
   }
   Log(Level::kInfo, "lineage saved for caught-up databases", {{"databases", saved}});
   if (ring_) ring_->header()->consumer_pid.store(0);
