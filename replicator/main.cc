@@ -12,6 +12,7 @@
 // and exits 0. Exit 2 for bad flags or setup, 1 for runtime failure.
 #include <grp.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -236,6 +237,18 @@ int main(int argc, char** argv) {
   struct sigaction hup = {};
   hup.sa_handler = OnHup;
   sigaction(SIGHUP, &hup, nullptr);
+  // The main thread only waits for these signals: block them before any
+  // thread starts (threads inherit the mask, so they are delivered to the
+  // main thread) and sleep in sigsuspend() instead of polling the flags.
+  sigset_t block, waitmask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &block, &waitmask);
+  sigdelset(&waitmask, SIGINT);
+  sigdelset(&waitmask, SIGTERM);
+  sigdelset(&waitmask, SIGHUP);
 
   // Compaction waits this long after a span ends for its last segments.
   o.maintenance.settle_us = 2 * o.sync_interval_us + 2000000;
@@ -256,7 +269,7 @@ int main(int argc, char** argv) {
     }
   }
   while (!g_stop) {
-    usleep(100000);
+    if (!g_reload) sigsuspend(&waitmask);  // returns after a handler ran
     if (g_reload) {
       g_reload = 0;
       twd::Log(twd::Level::kInfo, "SIGHUP: reloading the configuration");

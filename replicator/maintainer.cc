@@ -1,9 +1,11 @@
 // tenantwald: the maintenance thread (design: compaction.h).
 #include "maintainer.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <tuple>
 
 #include "log.h"
@@ -24,11 +26,18 @@ Maintainer::~Maintainer() { Stop(); }
 
 void Maintainer::Start() {
   stop_ = false;
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "tw-maintain");
+    Loop();
+  });
 }
 
 void Maintainer::Stop() {
-  stop_ = true;
+  {
+    std::lock_guard<std::mutex> lk(mu_);  // not between Loop's check and its wait
+    stop_ = true;
+  }
+  cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -59,6 +68,7 @@ void Maintainer::OnSegmentUploaded(const std::string& tenant, const std::string&
   d->changed_since_snapshot = true;
   d->active_since_retention = true;
   d->compaction_pending = true;
+  work_.insert(tenant + "/" + db);
 }
 
 void Maintainer::OnSnapshotUploaded(const std::string& tenant, const std::string& db,
@@ -79,6 +89,7 @@ void Maintainer::OnSnapshotUploaded(const std::string& tenant, const std::string
   d->changed_since_snapshot = false;
   d->snapshot_requested = false;
   d->active_since_retention = true;
+  work_.insert(tenant + "/" + db);
 }
 
 void Maintainer::OnScheduledSnapshotDone(const std::string& tenant, const std::string& db) {
@@ -125,30 +136,43 @@ void Maintainer::Loop() {
   // Compaction planning (CPU only) for a database at most this often.
   compact_every_us_ = std::clamp<int64_t>(opts_.l1_span_us / 4, 50000, 15000000);
   while (!stop_) {
-    for (int64_t slept = 0; slept < tick_us && !stop_; slept += 50000) usleep(50000);
+    {
+      // One wakeup per tick (the settings version is polled), none between.
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait_for(lk, std::chrono::microseconds(tick_us), [&] { return stop_.load(); });
+    }
     if (stop_) break;
     const int64_t now = tw::ring::NowMicros();
     // Only databases with something to do (Maintain acts on nothing else):
-    // changed since their snapshot, not listed yet, uploaded since the last
-    // retention pass, or possibly compactable. All of them when the tenant
-    // settings changed (a new replica target must be noticed). An idle host
-    // with 50,000 databases then visits none of them.
+    // work_ holds those changed since their snapshot, not listed yet,
+    // uploaded since the last retention pass, or possibly compactable (the
+    // hooks add them, a visit that leaves none of these drops them). All of
+    // them when the tenant settings changed (a new replica target must be
+    // noticed). An idle host with 50,000 databases then visits none of them,
+    // and a tick costs O(databases with work), not O(databases).
     const uint64_t settings = rep_->tenants()->version();
     const bool settings_changed = settings != settings_seen_;
     settings_seen_ = settings;
     std::vector<std::string> ids;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      for (auto& [id, d] : dbs_) {
-        if (settings_changed || d->changed_since_snapshot || !d->listed ||
-            d->active_since_retention || d->compaction_pending) {
-          ids.push_back(id);
-        }
+      if (settings_changed) {
+        ids.reserve(dbs_.size());
+        for (auto& kv : dbs_) ids.push_back(kv.first);
+      } else {
+        ids.assign(work_.begin(), work_.end());
       }
     }
     for (const auto& id : ids) {
       if (stop_) break;
       Maintain(id, now);
+      std::lock_guard<std::mutex> lk(mu_);
+      const DbState& d = *dbs_[id];
+      if (d.changed_since_snapshot || !d.listed || d.active_since_retention ||
+          d.compaction_pending)
+        work_.insert(id);
+      else
+        work_.erase(id);
     }
     RunDeletes(tw::ring::NowMicros(), false);
   }

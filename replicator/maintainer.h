@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -83,6 +84,9 @@ class Maintainer {
   MaintenanceStats stats_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<DbState>> dbs_;  // "tenant/db"
+  // Ids in dbs_ that may have something to do (see Loop); the rest are idle.
+  std::set<std::string> work_;
+  std::condition_variable cv_;  // Stop() wakes Loop's tick wait
   std::vector<PendingDelete> deletes_;
   std::set<std::string> queued_;
   std::atomic<bool> stop_{false};

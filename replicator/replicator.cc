@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -149,11 +150,17 @@ Status Replicator::Start() {
     if (ring_->slot(i)->used.load(std::memory_order_acquire)) GetDb(i, true);
   }
   ScanRoot();
-  threads_.emplace_back([this] { ConsumeLoop(); });
-  threads_.emplace_back([this] { FlushLoop(); });
-  for (int i = 0; i < opts_.uploaders; ++i) threads_.emplace_back([this] { UploadLoop(); });
-  for (int i = 0; i < opts_.snapshotters; ++i) threads_.emplace_back([this] { SnapshotLoop(); });
-  if (opts_.bypass_check_us > 0) threads_.emplace_back([this] { BypassLoop(); });
+  // Named (top -H, /proc/PID/task/*/comm) so idle wakeups can be told apart.
+  auto named = [](const char* name, auto fn) {
+    return [name, fn] { pthread_setname_np(pthread_self(), name); fn(); };
+  };
+  threads_.emplace_back(named("tw-consume", [this] { ConsumeLoop(); }));
+  threads_.emplace_back(named("tw-flush", [this] { FlushLoop(); }));
+  for (int i = 0; i < opts_.uploaders; ++i)
+    threads_.emplace_back(named("tw-upload", [this] { UploadLoop(); }));
+  for (int i = 0; i < opts_.snapshotters; ++i)
+    threads_.emplace_back(named("tw-snapshot", [this] { SnapshotLoop(); }));
+  if (opts_.bypass_check_us > 0) threads_.emplace_back(named("tw-bypass", [this] { BypassLoop(); }));
   maint_ = std::make_unique<Maintainer>(this, opts_.spool_dir, opts_.maintenance,
                                         opts_.zstd_level);
   maint_->Start();
@@ -172,7 +179,12 @@ void Replicator::Stop(int grace_ms) {
     if (!busy) break;
     usleep(50000);
   }
-  stop_ = true;
+  {
+    // Under mu_: a thread between its predicate check and its wait on cv_ or
+    // flush_cv_ (no timeouts: idle threads sleep until notified) would miss it.
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
   cv_.notify_all();
   if (maint_) maint_->Stop();
   flush_cv_.notify_all();
@@ -198,11 +210,18 @@ void Replicator::Stop(int grace_ms) {
     ls.page_crc = d->page_crc;
     std::string dir = opts_.spool_dir + "/state/" + d->tenant;
     Status st = MkdirAll(dir, 0700);
-    if (st.ok()) st = WriteLineageState(dir + "/" + d->name + ".state", ls);
+    if (st.ok()) st = WriteLineageState(dir + "/" + d->name + ".state", ls, /*sync=*/false);
     if (st.ok()) st = WriteTargetKey(dir + "/" + d->name + ".target", d->target_key);
     if (st.ok()) ++saved;
     else Log(Level::kWarn, "cannot save lineage state", {{"tenant", d->tenant}, {"db", d->name},
                                                          {"error", st.ToString()}});
+  }
+  if (saved > 0) {
+    // One sync of the file system for all the state files (see state_file.h).
+    int fd = open((opts_.spool_dir + "/state").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) != 0)
+      Log(Level::kWarn, "cannot sync the lineage state", {{"error", strerror(errno)}});
+    if (fd >= 0) close(fd);
   }
   Log(Level::kInfo, "lineage saved for caught-up databases", {{"databases", saved}});
   if (ring_) ring_->header()->consumer_pid.store(0);
@@ -657,12 +676,18 @@ void Replicator::FlushLoop() {
   uint64_t sync_ver = ~0ull;
   while (!stop_) {
     {
-      // Nothing pending or deferred anywhere: sleep until a transaction
-      // arrives (no wakeups at all on an idle host), else tick.
+      // Nothing pending: sleep until a transaction arrives (AddDirty) or the
+      // earliest deferred database is due (DeferLocked wakes us when it adds
+      // an earlier one); no wakeups at all on an idle host. Else tick.
       std::unique_lock<std::mutex> lk(mu_);
-      if (dirty_.empty() && deferred_.empty()) {
-        flush_cv_.wait_for(lk, std::chrono::seconds(1),
-                           [&] { return stop_ || !dirty_.empty() || !deferred_.empty(); });
+      while (!stop_ && dirty_.empty()) {
+        if (deferred_.empty()) {
+          flush_cv_.wait(lk);
+          continue;
+        }
+        const int64_t wait_us = deferred_.begin()->first - tw::ring::NowMicros();
+        if (wait_us <= 0) break;
+        flush_cv_.wait_for(lk, std::chrono::microseconds(wait_us));
       }
     }
     usleep(useconds_t(tick_us));
@@ -734,7 +759,8 @@ void Replicator::DeferLocked(const std::shared_ptr<Db>& d, int64_t not_before_us
   if (d->deferred) return;
   d->deferred = true;
   std::lock_guard<std::mutex> lk(mu_);
-  if (deferred_.empty()) flush_cv_.notify_one();  // the flusher moves them back when due
+  // The flusher moves them back when due; it sleeps until the earliest.
+  if (deferred_.empty() || not_before_us < deferred_.begin()->first) flush_cv_.notify_one();
   deferred_.emplace(not_before_us, d);
 }
 
@@ -806,7 +832,7 @@ void Replicator::UploadLoop() {
     std::shared_ptr<Db> d;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait_for(lk, std::chrono::milliseconds(500), [&] { return stop_ || !upload_q_.empty(); });
+      cv_.wait(lk, [&] { return stop_ || !upload_q_.empty(); });  // every push notifies
       if (stop_) return;
       if (upload_q_.empty()) continue;
       d = upload_q_.front();
@@ -909,8 +935,7 @@ void Replicator::SnapshotLoop() {
     std::shared_ptr<Db> d;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait_for(lk, std::chrono::milliseconds(500),
-                   [&] { return stop_ || !snapshot_q_.empty(); });
+      cv_.wait(lk, [&] { return stop_ || !snapshot_q_.empty(); });  // every push notifies
       if (stop_) return;
       if (snapshot_q_.empty()) continue;
       d = snapshot_q_.front();
@@ -1094,7 +1119,15 @@ void Replicator::BypassLoop() {
   std::vector<std::shared_ptr<Db>> dbs;  // the current cycle's databases
   size_t pos = 0;
   while (!stop_) {
-    usleep(useconds_t(kTickUs));
+    {
+      // Between cycles, sleep until the next one is due (not in ticks); in a
+      // cycle, one tick between batches (the pacing). Stop() notifies cv_.
+      const int64_t until = pos >= dbs.size() ? next : tw::ring::NowMicros() + kTickUs;
+      std::unique_lock<std::mutex> lk(mu_);
+      while (!stop_ && tw::ring::NowMicros() < until)
+        cv_.wait_for(lk, std::chrono::microseconds(until - tw::ring::NowMicros()));
+    }
+    if (stop_) break;
     const int64_t now = tw::ring::NowMicros();
     if (pos >= dbs.size()) {
       dbs.clear();

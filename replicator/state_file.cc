@@ -24,7 +24,7 @@ uint32_t Get32(const char* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
 uint64_t Get64(const char* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
 }  // namespace
 
-Status WriteLineageState(const std::string& path, const LineageState& s) {
+Status WriteLineageState(const std::string& path, const LineageState& s, bool sync) {
   std::string b(kMagic, 8);
   Put32(&b, 1);
   Put32(&b, s.page_size);
@@ -54,7 +54,7 @@ Status WriteLineageState(const std::string& path, const LineageState& s) {
     }
     off += size_t(n);
   }
-  if (fsync(fd) != 0 || close(fd) != 0) {
+  if ((sync && fsync(fd) != 0) || close(fd) != 0) {
     unlink(tmp.c_str());
     return Status::IOError("fsync " + tmp + ": " + strerror(errno));
   }

@@ -33,8 +33,13 @@ struct LineageState {
   std::vector<uint64_t> page_crc;  // db_pages entries
 };
 
-// Writes atomically (temporary file + rename). IOError on failure.
-tw::Status WriteLineageState(const std::string& path, const LineageState& s);
+// Writes atomically (temporary file + rename). IOError on failure. With
+// `sync` false the file is not fsync'ed: the caller syncs the file system
+// once after writing many (Replicator::Stop: one fsync per database made a
+// clean stop with 50,000 databases last ~30 s). A file lost or torn by a
+// crash before that fails ReadLineageState's checks, and the database then
+// gets a new snapshot: never a wrong continuation.
+tw::Status WriteLineageState(const std::string& path, const LineageState& s, bool sync = true);
 // Reads and verifies (magic, CRC, sizes, checksum = XOR of page_crc).
 // NotFound if absent; Corruption if damaged.
 tw::Status ReadLineageState(const std::string& path, LineageState* s);
