@@ -3,6 +3,7 @@
 // replacement, listing and "directories", hostile keys, URL parsing.
 
 #include <doctest/doctest.h>
+#include "temp_dir.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,20 +21,7 @@
 
 namespace {
 
-// A fresh temporary directory, removed (recursively) on destruction.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/tw_file_store_XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::string cmd = "rm -rf '" + path + "'";
-    if (std::system(cmd.c_str()) != 0) {
-    }
-  }
-};
+using twtest::TempDir;
 
 std::unique_ptr<tw::ObjectStore> OpenFile(const std::string& root) {
   std::unique_ptr<tw::ObjectStore> s;

@@ -4,6 +4,7 @@
 // objects generated here from known page images and are compared byte for
 // byte.
 #include <doctest/doctest.h>
+#include "temp_dir.h"
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -34,19 +35,7 @@ namespace {
 
 // ---- helpers ---------------------------------------------------------------------
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char buf[] = "/tmp/tw-format-XXXXXX";
-    REQUIRE(mkdtemp(buf) != nullptr);
-    path = buf;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
+using twtest::TempDir;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

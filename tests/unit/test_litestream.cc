@@ -3,6 +3,7 @@
 // fixtures made by Litestream's test suite (../shared/fixtures/litestream,
 // read in place; skipped when absent), and damaged inputs of every kind.
 #include <doctest/doctest.h>
+#include "temp_dir.h"
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -24,19 +25,7 @@ using namespace tw::litestream;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char buf[] = "/tmp/tw-litestream-XXXXXX";
-    REQUIRE(mkdtemp(buf) != nullptr);
-    path = buf;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
+using twtest::TempDir;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -11,6 +11,7 @@
 //
 // The seed is printed; set TW_PITR_SEED to replay one.
 #include <doctest/doctest.h>
+#include "temp_dir.h"
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -36,19 +37,7 @@ using namespace tw;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char buf[] = "/tmp/tw-pitr-XXXXXX";
-    REQUIRE(mkdtemp(buf) != nullptr);
-    path = buf;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
+using twtest::TempDir;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -3,6 +3,7 @@
 // are uploaded again over a torn object, which are unlinked, and that an
 // unreachable store keeps them all for the next start.
 #include <doctest/doctest.h>
+#include "temp_dir.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,15 +25,7 @@ using tw::Status;
 const char* kGen = "0123456789abcdef";
 const char* kOtherGen = "fedcba9876543210";
 
-struct Dir {
-  std::string path;
-  Dir() {
-    char t[] = "/tmp/tw-spool-replay-XXXXXX";
-    REQUIRE(mkdtemp(t) != nullptr);
-    path = t;
-  }
-  ~Dir() { std::filesystem::remove_all(path); }
-};
+using Dir = twtest::TempDir;
 
 // A level-0 segment of one-page transactions min..max.
 void WriteSegment(const std::string& path, const char* gen, uint64_t min, uint64_t max) {
