@@ -126,13 +126,15 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   // roll a journal it finds "hot" back into the file, and an application
   // that deletes and recreates its files non-atomically would then have a
   // stale journal played into its new database by us.
-  bool rollback_mode = false;
-  if (!wal_has_frames) {
+  // File format version numbers at header offsets 18-19: 1 = rollback
+  // journal, 2 = WAL (SQLite file format, section 1.3).
+  auto legacy_header = [&]() {
     Fd f;
     f.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
     uint8_t h[20];
-    rollback_mode = f.fd >= 0 && PRead(f.fd, h, sizeof h, 0) == long(sizeof h) && h[18] == 1;
-  }
+    return f.fd >= 0 && PRead(f.fd, h, sizeof h, 0) == long(sizeof h) && h[18] == 1;
+  };
+  const bool rollback_mode = !wal_has_frames && legacy_header();
   Conn a, b;
   if (rollback_mode) {
     TW_RETURN_IF_ERROR(OpenConn(d->path, true, &b));
@@ -143,6 +145,17 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     TW_RETURN_IF_ERROR(OpenConn(d->path, true, &b));
     TW_RETURN_IF_ERROR(OpenConn(d->path, false, &a));
     TW_RETURN_IF_ERROR(Exec(&a, "BEGIN IMMEDIATE"));
+  }
+  // The journal mode may have changed between the check above and the lock
+  // now held (B's read lock in rollback mode, A's write lock in WAL mode;
+  // either keeps it from changing again). Had a writer switched to WAL, B
+  // would be a WAL reader that commits do not wait for, and the copy below
+  // would read the file without the WAL: a state older than the txid it is
+  // labelled with. Check again under the lock and retry on a change. (A
+  // WAL with frames decided WAL mode above whatever the header says, as
+  // SQLite opens a hot WAL whatever it says: nothing to recheck then.)
+  if (!wal_has_frames && legacy_header() != rollback_mode) {
+    return Status::Busy("the journal mode changed while the snapshot was starting; retrying");
   }
 
   // Step 2: fix S under the write lock and the slot mutex.
