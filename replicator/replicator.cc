@@ -38,6 +38,22 @@ const char* PhaseName(Phase p) {
 
 namespace {
 
+// A killed tenantwald stays a zombie until its parent reaps it, and
+// kill(pid, 0) succeeds on a zombie: it consumes nothing any more
+// (/proc/PID/stat field 3 is 'Z' or 'X', proc(5)).
+bool IsZombie(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", int(pid));
+  FILE* f = fopen(path, "re");
+  if (!f) return false;
+  char buf[512];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char* p = strrchr(buf, ')');  // the command name may hold spaces
+  return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 Status MkdirAll(const std::string& path, mode_t mode) {
   std::string cur;
   for (size_t i = 0; i <= path.size(); ++i) {
@@ -133,7 +149,8 @@ Status Replicator::Start() {
   auto* h = ring_->header();
   // One consumer per ring.
   const int32_t other = h->consumer_pid.load();
-  if (other > 0 && other != int32_t(getpid()) && (kill(other, 0) == 0 || errno == EPERM)) {
+  if (other > 0 && other != int32_t(getpid()) && (kill(other, 0) == 0 || errno == EPERM) &&
+      !IsZombie(other)) {
     ring_.reset();
     return Status::Busy("another tenantwald (pid " + std::to_string(other) +
                         ") is consuming the ring " + opts_.ring_name);
