@@ -485,6 +485,21 @@ DbCapture* CaptureAttach(const char* path, const char* uri) {
   ResolveIdentity(c, uri, ring);
   uint32_t idx = 0;
   bool created = false;
+  if (c->replicated && ring->FindSlot(c->tenant, c->db, &idx).ok()) {
+    // Two files must never feed one replica (db.db and db.sqlite in one
+    // tenant directory, or a tenant=/db= URI naming another file's names):
+    // while the file that registered the names exists and is another
+    // file, this one is not replicated, and says why.
+    const Slot* o = ring->slot(idx);
+    const std::string other(o->path, strnlen(o->path, sizeof o->path));
+    struct stat a, b;
+    if (other != c->path && stat(other.c_str(), &a) == 0 &&
+        (stat(c->path.c_str(), &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)) {
+      c->replicated = false;
+      c->why_not = "tenant/db " + c->tenant + "/" + c->db + " is already replicated from " +
+                   other + " (rename this file, or give it tenant= and db= in its URI)";
+    }
+  }
   std::string tenant = c->replicated ? c->tenant : ".";
   std::string db = c->replicated ? c->db : PathKey(c->path);
   tw::Status st = ring->FindOrAddSlot(tenant, db, c->path, &idx, &created);

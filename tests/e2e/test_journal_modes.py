@@ -13,7 +13,9 @@ integrity_check ok):
   statement that fails half way inside a transaction);
 - rolled-back transactions that had written pages (cache_size=10);
 - switching rollback -> WAL right after a page-size VACUUM (the healing
-  snapshot must not pin in one mode what it decided in the other)."""
+  snapshot must not pin in one mode what it decided in the other);
+- two files with the same tenant/db names (same.db, same.sqlite): the second
+  is refused with a clear error, never merged into the first's replica."""
 
 import os
 import sys
@@ -192,6 +194,23 @@ def test():
         conn.execute("INSERT INTO t(v) VALUES ('wal again')")
         wait_and_compare(d, [("apps", name)], outdir, [conn])
         conn.close()
+
+    # 4. Two files with the same tenant/db names (same.db and same.sqlite):
+    #    the second is not replicated and says why; the replica is the first's.
+    first = tw.connect(os.path.join(d.root, "apps", "same.db"), isolation_level=None)
+    first.execute("CREATE TABLE only_in_db(x)")
+    first.execute("INSERT INTO only_in_db VALUES (1)")
+    second = tw.connect(os.path.join(d.root, "apps", "same.sqlite"), isolation_level=None)
+    second.execute("CREATE TABLE only_in_sqlite(x)")
+    row = [r for r in tw.status_rows(os.path.join(d.root, "apps", "same.sqlite"))
+           if (r["path"] or "").endswith("same.sqlite")]
+    tw.check(row and row[0]["state"] == "not-replicated" and
+             "already replicated from" in (row[0]["last_error"] or ""),
+             f"apps/same.sqlite is refused: {row[0]['last_error'] if row else 'no row'}")
+    wait_and_compare(d, [("apps", "same")], outdir, [first])
+    first.close()
+    second.close()
+
 
 if __name__ == "__main__":
     tw.main(test)
