@@ -32,7 +32,7 @@ int64_t FloorDiv(int64_t a, int64_t b) {
 }  // namespace
 
 bool ParseLongDuration(const std::string& s, int64_t* us) {
-  return ParseDurationIn(s, 1000, 3650 * 86400000000LL, us);  // config.h
+  return ParseDurationIn(s, 1000, 3650 * 86400000000LL, us);  // duration.h
 }
 
 // ---- planning ------------------------------------------------------------------

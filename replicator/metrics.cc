@@ -98,7 +98,7 @@ SpoolUsage ScanSpool(const std::string& dir) {
 }
 
 bool ParseDuration(const std::string& s, int64_t* us) {
-  // A bare number is seconds; otherwise the one duration grammar (config.h).
+  // A bare number is seconds; otherwise the one duration grammar (duration.h).
   const bool bare = !s.empty() && s.find_first_not_of("0123456789.") == std::string::npos;
   return ParseDurationIn(bare ? s + "s" : s, 1000, 86400000000LL, us);
 }
