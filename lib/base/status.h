@@ -13,6 +13,9 @@
 //   kBusy            a lock could not be taken in time: retry later
 //   kNoSpace         ring/spool/disk is full
 //   kAborted         the operation was cancelled (shutdown)
+//   kConflict        a conditional write was refused: the object is not in the
+//                    state the writer expected (S3 412 Precondition Failed, or
+//                    409 ConditionalRequestConflict): read it again, never retry blindly
 #pragma once
 
 #include <string>
@@ -34,6 +37,7 @@ class Status {
     kBusy,
     kNoSpace,
     kAborted,
+    kConflict,
   };
 
   Status() = default;
@@ -47,11 +51,13 @@ class Status {
   static Status Busy(std::string_view m) { return Status(kBusy, m); }
   static Status NoSpace(std::string_view m) { return Status(kNoSpace, m); }
   static Status Aborted(std::string_view m) { return Status(kAborted, m); }
+  static Status Conflict(std::string_view m) { return Status(kConflict, m); }
 
   bool ok() const { return code_ == kOk; }
   Code code() const { return code_; }
   bool IsNotFound() const { return code_ == kNotFound; }
   bool IsCorruption() const { return code_ == kCorruption; }
+  bool IsConflict() const { return code_ == kConflict; }
   bool IsRetryable() const { return code_ == kUnavailable || code_ == kBusy; }
   const std::string& message() const { return msg_; }
 
@@ -79,6 +85,7 @@ class Status {
       case kBusy: return "Busy";
       case kNoSpace: return "NoSpace";
       case kAborted: return "Aborted";
+      case kConflict: return "Conflict";
     }
     return "Unknown";
   }

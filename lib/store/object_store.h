@@ -55,6 +55,23 @@ struct StoreOptions {
   static StoreOptions FromEnv();
 };
 
+// The condition of a conditional write (PutIf). S3 PutObject conditional
+// writes (Amazon S3 User Guide, "Add preconditions to S3 operations with
+// conditional requests"): `If-None-Match: *` stores the object only if the
+// key is absent; `If-Match: "<etag>"` only if the current object has that
+// ETag. Exactly one of the two is set.
+struct PutCondition {
+  bool if_none_match = false;  // create only: the key must not exist
+  std::string if_match;        // replace only this version (ETag, quotes stripped)
+
+  static PutCondition Absent() { PutCondition c; c.if_none_match = true; return c; }
+  static PutCondition Matches(std::string etag) {
+    PutCondition c;
+    c.if_match = std::move(etag);
+    return c;
+  }
+};
+
 class ObjectStore {
  public:
   virtual ~ObjectStore() = default;
@@ -105,6 +122,32 @@ class ObjectStore {
   // Deletes the object; deleting a missing key is OK.
   virtual Status Delete(const std::string& key) = 0;
 
+  // Conditional write of a small object (the authority, authority.h):
+  // stores `data` at `key` only if `cond` holds, atomically with respect to
+  // every other PutIf on the same key (on S3 the server decides; on file://
+  // an exclusive lock on the key and a compare-then-rename). On success
+  // *etag (may be null) is the new object's ETag. Conflict when the
+  // condition does not hold (S3: 412 Precondition Failed; 409
+  // ConditionalRequestConflict when another conditional write raced this
+  // one): the caller must read the object again. Transient failures are
+  // retried like Put; a retry whose first attempt may have succeeded can
+  // answer Conflict, so callers re-read and compare content after Conflict.
+  // The default implementation answers InvalidArgument (not supported).
+  virtual Status PutIf(const std::string& key, std::string_view data, const PutCondition& cond,
+                       std::string* etag,
+                       const std::map<std::string, std::string>& metadata = {}) {
+    (void)key; (void)data; (void)cond; (void)etag; (void)metadata;
+    return Status::InvalidArgument(url() + ": conditional writes are not supported");
+  }
+
+  // Reads the whole object and its ETag (quotes stripped; the value PutIf
+  // takes in PutCondition::Matches). NotFound when absent. The default
+  // answers InvalidArgument (not supported).
+  virtual Status GetWithEtag(const std::string& key, std::string* out, std::string* etag) {
+    (void)key; (void)out; (void)etag;
+    return Status::InvalidArgument(url() + ": conditional reads are not supported");
+  }
+
   // The replica URL this store was opened with, e.g. "s3://bucket/prefix".
   virtual std::string url() const = 0;
 
@@ -129,6 +172,12 @@ Status ValidateListPrefix(std::string_view prefix);
 // would break round trips); total size of names and values <= 2048 bytes
 // (S3's user-metadata limit). InvalidArgument otherwise.
 Status ValidateMetadata(const std::map<std::string, std::string>& metadata);
+
+// Finds out whether `store` enforces PutIf conditions (s3rver 3.7 ignores
+// them; AWS S3, MinIO and moto enforce them): PutIf(probe_key, Absent)
+// twice, expecting the second to be refused, then deletes probe_key.
+// *enforced is false when the second write succeeded. Errors: the store's.
+Status ProbeConditionalWrites(ObjectStore* store, const std::string& probe_key, bool* enforced);
 
 // Opens the store named by `url` (see the top of this file). InvalidArgument
 // for a malformed URL or an unsupported scheme. Does no network I/O.
