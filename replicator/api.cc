@@ -27,6 +27,7 @@
 #include "base/names.h"
 #include "log.h"
 #include "metrics.h"
+#include "peek_file.h"
 #include "replicator.h"
 #include "tenantwal/tenantwal.h"
 
@@ -231,10 +232,10 @@ Resolved CheckFile(Resolved r) {
   }
   if (st.st_size > 0) {
     char magic[16] = {};
-    int fd = open(r.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    ssize_t n = fd >= 0 ? pread(fd, magic, sizeof magic, 0) : -1;
-    if (fd >= 0) close(fd);
-    if (n != ssize_t(sizeof magic) || memcmp(magic, "SQLite format 3", 16) != 0) {
+    PeekFile f;  // a snapshot may hold SQLite locks on it (peek_file.h)
+    long n = f.Open(r.path, true).ok() ? f.Read(magic, sizeof magic, 0) : -1;
+    f.Close();
+    if (n != long(sizeof magic) || memcmp(magic, "SQLite format 3", 16) != 0) {
       return Fail(400, "not_a_database", r.path + " is not a SQLite database");
     }
   }

@@ -16,6 +16,7 @@
 
 #include "base/names.h"
 #include "log.h"
+#include "peek_file.h"
 #include "spool_replay.h"
 #include "state_file.h"
 
@@ -369,10 +370,11 @@ void Replicator::ScanRoot() {
         if (lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) break;
         if (st.st_size > 0) {
           char magic[16] = {};
-          int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-          bool sqlite = fd >= 0 && pread(fd, magic, sizeof magic, 0) == ssize_t(sizeof magic) &&
+          PeekFile f;  // a snapshot may hold locks on it (peek_file.h)
+          bool sqlite = f.Open(path, true).ok() &&
+                        f.Read(magic, sizeof magic, 0) == long(sizeof magic) &&
                         std::memcmp(magic, "SQLite format 3", 16) == 0;
-          if (fd >= 0) close(fd);
+          f.Close();
           if (!sqlite) break;
         } else {
           struct stat wst;
@@ -1195,12 +1197,13 @@ void Replicator::CheckBypass(const std::shared_ptr<Db>& d, int64_t now_us) {
   tw::wal::IndexHeader ih;
   bool wal = false;
   {
-    int fd = open((d->path + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
+    // Through PeekFile: a snapshot of this database may hold SQLite locks
+    // on the -shm that a plain close() would drop (peek_file.h).
+    PeekFile shm;
     uint8_t buf[2 * sizeof(tw::wal::IndexHeader)];
-    if (fd >= 0) {
-      wal = pread(fd, buf, sizeof buf, 0) == ssize_t(sizeof buf) &&
+    if (shm.Open(d->path + "-shm").ok()) {
+      wal = shm.Read(buf, sizeof buf, 0) == long(sizeof buf) &&
             tw::wal::ReadIndexHeader(buf, &ih) && has_wal;
-      close(fd);
     }
   }
   if (died) {
@@ -1214,14 +1217,11 @@ void Replicator::CheckBypass(const std::shared_ptr<Db>& d, int64_t now_us) {
             "died before publishing)";
     }
   } else if (s->rb_valid) {
-    int fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
+    PeekFile dbf;
     uint8_t h[28];
-    if (fd >= 0) {
-      if (pread(fd, h, sizeof h, 0) == ssize_t(sizeof h) &&
-          tw::wal::GetBE32(h + 24) != s->rb_counter) {
-        why = "the database file changed outside tenantwal";
-      }
-      close(fd);
+    if (dbf.Open(d->path).ok() && dbf.Read(h, sizeof h, 0) == long(sizeof h) &&
+        tw::wal::GetBE32(h + 24) != s->rb_counter) {
+      why = "the database file changed outside tenantwal";
     }
   }
   if (!why.empty()) {

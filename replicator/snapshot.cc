@@ -31,6 +31,7 @@
 #include <unordered_map>
 
 #include "log.h"
+#include "peek_file.h"
 #include "replicator.h"
 
 namespace twd {
@@ -71,27 +72,6 @@ Status Exec(Conn* c, const char* sql) {
   return Status::IOError(std::string(sql) + ": " + m);
 }
 
-long PRead(int fd, void* buf, size_t n, uint64_t off) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = pread(fd, static_cast<char*>(buf) + got, n - got, off_t(off + got));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (r == 0) break;
-    got += size_t(r);
-  }
-  return long(got);
-}
-
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-};
-
 }  // namespace
 
 Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
@@ -128,11 +108,19 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   // stale journal played into its new database by us.
   // File format version numbers at header offsets 18-19: 1 = rollback
   // journal, 2 = WAL (SQLite file format, section 1.3).
+  //
+  // Every file of the database is read through one descriptor each (the
+  // database file opened here, the -shm and the WAL under the write lock),
+  // and none is closed before the connections are: closing a descriptor of
+  // a file drops every POSIX lock this process holds on it, B's read lock
+  // included (peek_file.h). `hold` is declared before the connections, so
+  // it ends after them and closes the parked descriptors then.
+  LockHold hold(d->path);
+  PeekFile dbf, shm, walf;
+  TW_RETURN_IF_ERROR(dbf.Open(d->path));
   auto legacy_header = [&]() {
-    Fd f;
-    f.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
     uint8_t h[20];
-    return f.fd >= 0 && PRead(f.fd, h, sizeof h, 0) == long(sizeof h) && h[18] == 1;
+    return dbf.Read(h, sizeof h, 0) == long(sizeof h) && h[18] == 1;
   };
   const bool rollback_mode = !wal_has_frames && legacy_header();
   Conn a, b;
@@ -145,6 +133,23 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     TW_RETURN_IF_ERROR(OpenConn(d->path, true, &b));
     TW_RETURN_IF_ERROR(OpenConn(d->path, false, &a));
     TW_RETURN_IF_ERROR(Exec(&a, "BEGIN IMMEDIATE"));
+    // Opened under the write lock: while A is open no connection can delete
+    // the WAL (that takes an exclusive lock on the database), so these are
+    // the files B reads through.
+    shm.Open(d->path + "-shm");
+    walf.Open(d->path + "-wal");
+  }
+  // The files read are the files locked: the hold, the descriptor and the
+  // path must name one inode (an application that renames a new file over
+  // its database between them makes us start again).
+  {
+    struct stat now, open_st;
+    if (!hold.ok() || stat(d->path.c_str(), &now) != 0 || fstat(dbf.fd(), &open_st) != 0 ||
+        now.st_ino != open_st.st_ino || now.st_dev != open_st.st_dev ||
+        !hold.Holds(open_st.st_dev, open_st.st_ino)) {
+      return Status::Busy("the database file was replaced while the snapshot was starting; "
+                          "retrying");
+    }
   }
   // The journal mode may have changed between the check above and the lock
   // now held (B's read lock in rollback mode, A's write lock in WAL mode;
@@ -166,10 +171,8 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   bool wal = false;
   uint32_t backfilled = 0;
   {
-    Fd shm;
-    shm.fd = open((d->path + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
     uint8_t buf[2 * sizeof(tw::wal::IndexHeader) + 4];
-    if (shm.fd >= 0 && PRead(shm.fd, buf, sizeof buf, 0) == long(sizeof buf)) {
+    if (shm.is_open() && shm.Read(buf, sizeof buf, 0) == long(sizeof buf)) {
       wal = tw::wal::ReadIndexHeader(buf, &ih);
       // WalCkptInfo.nBackfill follows the two header copies (src/wal.c).
       std::memcpy(&backfilled, buf + 2 * sizeof(tw::wal::IndexHeader), 4);
@@ -183,10 +186,8 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
                   s->frame == ih.mxFrame) ||
                  (s->cursor_valid == 2 && ih.mxFrame == 0));
     } else {
-      Fd f;
-      f.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
       uint8_t h[28];
-      doubt |= s->rb_valid && f.fd >= 0 && PRead(f.fd, h, sizeof h, 0) == long(sizeof h) &&
+      doubt |= s->rb_valid && dbf.Read(h, sizeof h, 0) == long(sizeof h) &&
                tw::wal::GetBE32(h + 24) != s->rb_counter;
     }
     if (doubt) {
@@ -228,10 +229,8 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     if (s->cursor_valid == 0) s->cursor_valid = 2;
     // Rollback-journal mode: the file change counter (header offset 24) is
     // the baseline the capture checks at each write transaction.
-    Fd f;
-    f.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
     uint8_t h[28];
-    if (f.fd >= 0 && PRead(f.fd, h, sizeof h, 0) == long(sizeof h)) {
+    if (dbf.Read(h, sizeof h, 0) == long(sizeof h)) {
       s->rb_counter = tw::wal::GetBE32(h + 24);
       s->rb_valid = 1;
     }
@@ -254,16 +253,13 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     TW_RETURN_IF_ERROR(rs);
   }
 
-  Fd dbf;
-  dbf.fd = open(d->path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (dbf.fd < 0) return Status::IOError("open " + d->path + ": " + strerror(errno));
   if (!wal || ih.mxFrame == 0) {
     // Rollback-journal database, or a WAL with no frames: the file alone is
     // the database, and its header describes it
     // (SQLite file format, section 1.3: page size at 16, size at 28, valid
     // when the version-valid-for number at 92 equals the change counter at 24).
     uint8_t h[100];
-    if (PRead(dbf.fd, h, sizeof h, 0) != long(sizeof h)) {
+    if (dbf.Read(h, sizeof h, 0) != long(sizeof h)) {
       return Status::NotFound("database " + d->path + " is empty (nothing to snapshot yet)");
     }
     uint32_t ps = (uint32_t(h[16]) << 8) | h[17];
@@ -272,35 +268,33 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     uint32_t hdr_pages = tw::wal::GetBE32(h + 28);
     bool valid = std::memcmp(h + 92, h + 24, 4) == 0 && hdr_pages > 0;
     struct stat fs;
-    fstat(dbf.fd, &fs);
+    fstat(dbf.fd(), &fs);
     n_pages = valid ? hdr_pages : uint32_t(uint64_t(fs.st_size) / page_size);
   }
   if (!tw::wal::ValidPageSize(page_size)) return Status::Corruption("bad page size");
 
   // Step 4: the WAL overlay (newest frame of each page up to mxFrame).
   std::unordered_map<uint32_t, uint64_t> overlay;
-  Fd walf;
   // nBackfill only grows. Read it again now that B holds its read
   // transaction: if frames beyond it remained when B began, B holds a read
   // mark > 0 and no writer can restart the WAL under us; if everything was
   // backfilled by then, the database file alone is the snapshot.
   if (wal && ih.mxFrame > 0) {
-    Fd shm;
-    shm.fd = open((d->path + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
     uint32_t now_backfilled = 0;
-    if (shm.fd >= 0 && PRead(shm.fd, &now_backfilled, 4, 2 * sizeof(tw::wal::IndexHeader)) == 4) {
+    if (shm.Read(&now_backfilled, 4, 2 * sizeof(tw::wal::IndexHeader)) == 4) {
       backfilled = std::max(backfilled, now_backfilled);
     }
   }
   // When every frame is already in the database file, B may read with
   // read-mark 0, which does not stop a writer from restarting the WAL: then
   // the file alone is the snapshot, and the WAL must not be read at all.
+  bool read_wal = false;
   if (wal && ih.mxFrame > 0 && backfilled < ih.mxFrame) {
-    walf.fd = open((d->path + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
-    if (walf.fd < 0) return Status::IOError("open WAL: " + std::string(strerror(errno)));
+    read_wal = true;
+    if (!walf.is_open()) return Status::IOError("the WAL of " + d->path + " could not be opened");
     uint8_t hb[tw::wal::kHeaderSize];
     tw::wal::Header wh;
-    if (PRead(walf.fd, hb, sizeof hb, 0) != long(sizeof hb) || !tw::wal::ParseHeader(hb, &wh) ||
+    if (walf.Read(hb, sizeof hb, 0) != long(sizeof hb) || !tw::wal::ParseHeader(hb, &wh) ||
         wh.salt1 != ih.aSalt[0] || wh.salt2 != ih.aSalt[1]) {
       return Status::Corruption("WAL header does not match the wal-index");
     }
@@ -308,7 +302,7 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     uint32_t reached = 0;
     tw::wal::Scan(
         wh, from, ih.mxFrame,
-        [&](void* buf, size_t n, uint64_t off) { return PRead(walf.fd, buf, n, off); },
+        [&](void* buf, size_t n, uint64_t off) { return walf.Read(buf, n, off); },
         [&](const tw::wal::Txn& t) {
           for (size_t i = 0; i < t.pgnos.size(); ++i) overlay[t.pgnos[i]] = t.page_offsets[i];
           reached = t.end.frame;
@@ -353,7 +347,7 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     if (it != overlay.end()) {
       // Re-check the frame header as we copy: if the WAL were restarted and
       // overwritten under us, its salts would differ. Never copy a guess.
-      got = PRead(walf.fd, frame.data(), frame.size(), it->second - tw::wal::kFrameHeaderSize);
+      got = walf.Read(frame.data(), frame.size(), it->second - tw::wal::kFrameHeaderSize);
       tw::wal::FrameHeader fh = tw::wal::ParseFrameHeader(frame.data());
       if (got != long(frame.size()) || fh.pgno != p || fh.salt1 != ih.aSalt[0] ||
           fh.salt2 != ih.aSalt[1]) {
@@ -363,7 +357,7 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
       std::memcpy(page.data(), frame.data() + tw::wal::kFrameHeaderSize, page_size);
       got = long(page_size);
     } else {
-      got = PRead(dbf.fd, page.data(), page_size, uint64_t(p - 1) * page_size);
+      got = dbf.Read(page.data(), page_size, uint64_t(p - 1) * page_size);
     }
     if (got < 0) {
       ws = Status::IOError("read page " + std::to_string(p) + ": " + strerror(errno));
@@ -375,12 +369,12 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     checksum ^= c;
     ws = w.AddPage(page.data());
   }
-  if (ws.ok() && walf.fd >= 0) {
+  if (ws.ok() && read_wal) {
     // A restart rewrites the WAL header before any frame: if the header is
     // unchanged now, no frame we copied was overwritten while we read it.
     uint8_t hb[tw::wal::kHeaderSize];
     tw::wal::Header wh;
-    if (PRead(walf.fd, hb, sizeof hb, 0) != long(sizeof hb) || !tw::wal::ParseHeader(hb, &wh) ||
+    if (walf.Read(hb, sizeof hb, 0) != long(sizeof hb) || !tw::wal::ParseHeader(hb, &wh) ||
         wh.salt1 != ih.aSalt[0] || wh.salt2 != ih.aSalt[1]) {
       ws = Status::Busy("the WAL restarted while the snapshot was copied; retrying");
     }
