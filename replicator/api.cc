@@ -47,7 +47,7 @@ namespace {
 constexpr size_t kMaxBody = 1 << 20;
 const char* const kExts[] = {".db", ".sqlite", ".sqlite3"};
 const char* const kPhases[] = {"pending-snapshot", "snapshotting", "active", "deleted",
-                               "not-replicated"};
+                               "not-replicated", "fenced"};
 
 // ---- responses ---------------------------------------------------------------
 
@@ -441,6 +441,10 @@ void Health(Ctx& c) {
   Field(&b, "version", std::string(TENANTWAL_VERSION));
   Field(&b, "uptimeSeconds", (tw::ring::NowMicros() - rep->started_us()) / 1000000);
   Field(&b, "startedAt", Rfc3339(rep->started_us()));
+  // This host in the replica's authorities (ownership.cc), and whether the
+  // store enforces the conditional writes that fence other hosts.
+  Field(&b, "hostId", rep->host_id());
+  Raw(&b, "fencing", rep->fencing_enforced() ? "true" : "false");
   b += ",\"ring\":{";
   Field(&b, "name", ring->name(), false);
   Field(&b, "usedBytes", int64_t(ring->used_bytes()));
@@ -559,7 +563,8 @@ void ListDatabases(Ctx& c) {
       std::find_if(std::begin(kPhases), std::end(kPhases),
                    [&](const char* p) { return want_status == p; }) == std::end(kPhases)) {
     Error(c.res, 400, "invalid_parameter",
-          "status must be one of pending-snapshot, snapshotting, active, deleted");
+          "status must be one of pending-snapshot, snapshotting, active, deleted, "
+          "not-replicated, fenced");
     return;
   }
   int64_t limit = -1, offset = 0;
@@ -733,6 +738,59 @@ void Snapshot(Ctx& c, const std::string& tenant, const std::string& db) {
   Field(&b, "snapshots", int64_t(v.snapshots));
   Field(&b, "message", std::string("a new snapshot (and generation) will be uploaded; watch "
                                    "snapshots/generation in GET /api/databases/") +
+                           tenant + "/" + db);
+  b += "}";
+  Json(c.res, 202, b);
+}
+
+// POST /api/databases/{t}/{d}/claim, body empty, {} or {"force": true}:
+// this host claims the database in its authority with a new snapshot and
+// generation (ownership.cc). Without force it fails (the database stays
+// fenced) while another host owns it; force takes it over.
+void Claim(Ctx& c, const std::string& tenant, const std::string& db) {
+  bool force = false;
+  if (!c.req.body.empty()) {
+    simdjson::dom::parser parser;
+    simdjson::dom::object obj;
+    if (!ParseObject(c.req.body, &parser, &obj, c.res)) return;
+    for (auto kv : obj) {
+      if (kv.key != "force") {
+        Error(c.res, 400, "unknown_field",
+              "unknown field \"" + std::string(kv.key) + "\" (the only field is \"force\")");
+        return;
+      }
+      bool b;
+      if (kv.value.get(b) != simdjson::SUCCESS) {
+        Error(c.res, 400, "invalid_field", "\"force\" must be true or false");
+        return;
+      }
+      force = b;
+    }
+  }
+  tw::Status st = c.rep->ClaimDatabase(tenant, db, force);
+  if (st.IsNotFound()) {
+    Error(c.res, 404, "not_found", st.message());
+    return;
+  }
+  if (st.code() == tw::Status::kAborted) {
+    Error(c.res, 409, "conflict", st.message());
+    return;
+  }
+  Log(Level::kInfo, "claim requested through the API",
+      {{"audit", 1}, {"action", force ? "takeover" : "claim"}, {"source", "api"},
+       {"tenant", tenant}, {"db", db}, {"remote", c.req.remote_addr}});
+  Replicator::DbView v;
+  c.rep->Database(tenant, db, &v);
+  std::string b = "{";
+  Field(&b, "tenantId", tenant, false);
+  Field(&b, "databaseName", db);
+  Raw(&b, "accepted", "true");
+  Raw(&b, "force", force ? "true" : "false");
+  Field(&b, "status", v.phase);
+  Field(&b, "hostId", c.rep->host_id());
+  Field(&b, "message", std::string("a new snapshot (and generation) will be uploaded and "
+                                   "claimed in the authority; watch status/generation in GET "
+                                   "/api/databases/") +
                            tenant + "/" + db);
   b += "}";
   Json(c.res, 202, b);
@@ -918,10 +976,11 @@ void Dispatch(Ctx& c) {
       if (m == "POST") return RegisterDatabase(c);
       return allow("GET, HEAD, POST");
     }
-    if (s.size() == 4 || (s.size() == 5 && s[4] == "snapshot")) {
+    if (s.size() == 4 || (s.size() == 5 && (s[4] == "snapshot" || s[4] == "claim"))) {
       if (s.size() == 4 && !get && m != "DELETE") return allow("GET, HEAD, DELETE");
       if (s.size() == 5 && m != "POST") return allow("POST");
       if (!Names(c, s[2], &s[3])) return;
+      if (s.size() == 5 && s[4] == "claim") return Claim(c, s[2], s[3]);
       if (s.size() == 5) return Snapshot(c, s[2], s[3]);
       return OneDatabase(c, s[2], s[3], m == "DELETE");
     }

@@ -74,6 +74,23 @@ tw::Status ObservedStore::Delete(const std::string& key) {
   return Note("DELETE", inner_->Delete(key));
 }
 
+tw::Status ObservedStore::PutIf(const std::string& key, std::string_view data,
+                                const tw::PutCondition& cond, std::string* etag,
+                                const std::map<std::string, std::string>& metadata) {
+  tw::Status st = inner_->PutIf(key, data, cond, etag, metadata);
+  // A refused condition is an answer of a reachable store, not a failure.
+  if (st.IsConflict()) {
+    Note("PUT", tw::Status::OK());
+    return st;
+  }
+  return Note("PUT", st);
+}
+
+tw::Status ObservedStore::GetWithEtag(const std::string& key, std::string* out,
+                                      std::string* etag) {
+  return Note("GET", inner_->GetWithEtag(key, out, etag));
+}
+
 // ---- spool -----------------------------------------------------------------------
 
 SpoolUsage ScanSpool(const std::string& dir) {

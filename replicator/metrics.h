@@ -44,6 +44,10 @@ class ObservedStore : public tw::ObjectStore {
   tw::Status List(const std::string& prefix, std::vector<tw::ObjectInfo>* out) override;
   tw::Status ListDirs(const std::string& prefix, std::vector<std::string>* out) override;
   tw::Status Delete(const std::string& key) override;
+  tw::Status PutIf(const std::string& key, std::string_view data, const tw::PutCondition& cond,
+                   std::string* etag,
+                   const std::map<std::string, std::string>& metadata = {}) override;
+  tw::Status GetWithEtag(const std::string& key, std::string* out, std::string* etag) override;
   std::string url() const override { return inner_->url(); }
   std::map<std::string, std::pair<uint64_t, uint64_t>> RequestCounts() const override {
     return inner_->RequestCounts();

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "base/names.h"
+#include "host_id.h"
 #include "log.h"
 #include "peek_file.h"
 #include "spool_replay.h"
@@ -33,6 +34,7 @@ const char* PhaseName(Phase p) {
     case Phase::kActive: return "active";
     case Phase::kDeleted: return "deleted";
     case Phase::kNotReplicated: return "not-replicated";
+    case Phase::kFenced: return "fenced";
   }
   return "unknown";
 }
@@ -75,6 +77,7 @@ tw::ring::DbState SlotState(Phase p) {
     case Phase::kActive: return tw::ring::DbState::kActive;
     case Phase::kDeleted: return tw::ring::DbState::kDeleted;
     case Phase::kNotReplicated: return tw::ring::DbState::kNotReplicated;
+    case Phase::kFenced: return tw::ring::DbState::kFenced;
   }
   return tw::ring::DbState::kUnknown;
 }
@@ -105,6 +108,8 @@ Status Replicator::Start() {
   if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     return Status::Busy("another tenantwald is using the spool " + opts_.spool_dir);
   }
+  TW_RETURN_IF_ERROR(LoadOrCreateHostId(opts_.spool_dir, &host_id_));
+  host_name_ = HostName();
   // While an upload is being retried, its database shows the attempt's error
   // (tenantwal_status, /api/databases) instead of nothing until the retries
   // are exhausted. The store calls back on the uploading thread; every
@@ -120,6 +125,24 @@ Status Replicator::Start() {
       return std::unique_ptr<tw::ObjectStore>(std::make_unique<ObservedStore>(std::move(s)));
     }));
     observed_ = dynamic_cast<ObservedStore*>(tenants_->default_store());
+    {
+      // Fencing needs conditional writes; some S3-compatible servers accept
+      // If-None-Match / If-Match and ignore them (s3rver). Say so at once.
+      bool enforced = false;
+      Status ps = tw::ProbeConditionalWrites(tenants_->default_store(),
+                                             "hosts/" + host_id_ + "/conditional-write-probe",
+                                             &enforced);
+      fencing_enforced_ = ps.ok() && enforced;
+      if (!ps.ok()) {
+        Log(Level::kWarn, "could not probe the replica for conditional writes",
+            {{"error", ps.ToString()}});
+      } else if (!enforced) {
+        Log(Level::kWarn,
+            "fencing unavailable: the replica's store ignores conditional writes "
+            "(If-None-Match/If-Match); two hosts on one replica are not kept apart",
+            {{"replica", opts_.replica_url}});
+      }
+    }
     if (!opts_.config_path.empty()) {
       // At start a bad file is fatal (exit 2); on SIGHUP it is only refused.
       Config c;
@@ -550,7 +573,11 @@ void Replicator::OnTxnChunk(Db* d, const tw::ring::RecordHeader* r) {
 }
 
 void Replicator::NeedSnapshotLocked(Db* d, const std::string& why) {
-  if (d->phase == Phase::kDeleted || d->phase == Phase::kNotReplicated) return;
+  // Fenced: only a claim (ClaimDatabase) takes it out; another host owns it.
+  if (d->phase == Phase::kDeleted || d->phase == Phase::kNotReplicated ||
+      d->phase == Phase::kFenced) {
+    return;
+  }
   d->pending.clear();
   d->pending_bytes = 0;
   d->partial.reset();
@@ -883,6 +910,21 @@ void Replicator::UploadLoop() {
         {"tenantwal-min-txid", std::to_string(s.min_txid)},
         {"tenantwal-max-txid", std::to_string(s.max_txid)},
         {"tenantwal-commit-us", std::to_string(s.last_commit_us)}};
+    // The authority still names this host and this generation (read again
+    // at most every kOwnershipCheckUs; ownership.cc). Otherwise the segment
+    // is not uploaded: CheckOwnership fenced the database or queued a
+    // snapshot, which dropped its sealed segments.
+    if (!CheckOwnership(d, s.store.get())) {
+      std::lock_guard<std::mutex> lk(d->mu);
+      d->uploading = false;
+      d->uploading_path.clear();
+      const bool listed = !d->sealed.empty() && d->sealed.front().path == s.path;
+      if (!listed) {
+        unlink(s.path.c_str());
+        spool_.Release(s.bytes);
+      }
+      continue;
+    }
     tls_uploading = d.get();
     Status st = s.store->PutFile(s.key, s.path, meta);
     tls_uploading = nullptr;

@@ -81,7 +81,9 @@ struct Sealed {
   std::shared_ptr<tw::ObjectStore> store;  // the generation's target
 };
 
-enum class Phase { kNeedSnapshot, kSnapshotting, kActive, kDeleted, kNotReplicated };
+// kFenced: another host owns the database in its authority (ownership.cc);
+// nothing is uploaded for it until it is claimed or released.
+enum class Phase { kNeedSnapshot, kSnapshotting, kActive, kDeleted, kNotReplicated, kFenced };
 const char* PhaseName(Phase p);
 
 struct Db {
@@ -135,6 +137,12 @@ struct Db {
   std::string target_key;
   int64_t throttled_until_us = 0;   // waiting for its tenant's rate limit
   bool deferred = false;            // listed in Replicator::deferred_
+  // Ownership (ownership.cc): the epoch of this host's claim in the
+  // authority, when it was last read or written, and a pending forced claim.
+  uint64_t auth_epoch = 0;
+  int64_t auth_checked_us = 0;
+  bool owner_epoch_known = false;   // this run has claimed or checked it
+  bool force_claim = false;         // the next claim takes over (epoch + 1)
   // Bypass detection: the files' last observed (mtime ns, size).
   int64_t seen_db_mtime = 0, seen_wal_mtime = 0;
   int64_t seen_db_size = -1, seen_wal_size = -1;
@@ -182,6 +190,17 @@ class Replicator {
   // Queues a snapshot in the current generation of an active database
   // (compaction.h). False if it is not active or one is already queued.
   bool RequestScheduledSnapshot(const std::string& tenant, const std::string& db);
+  // Claims the database for this host (POST .../claim): a new snapshot and
+  // generation, appended to the authority's lineage; with `force` even when
+  // another host owns it (a takeover: the epoch is bumped, the other host
+  // fences itself at its next check). NotFound for an unknown database,
+  // Aborted for a deleted one.
+  tw::Status ClaimDatabase(const std::string& tenant, const std::string& db, bool force);
+  // This host's id in authorities (host_id.h) and its host name.
+  const std::string& host_id() const { return host_id_; }
+  // Whether the default store enforces conditional writes (probed at start);
+  // without them two hosts are not fenced from each other.
+  bool fencing_enforced() const { return fencing_enforced_; }
   Maintainer* maintainer() const { return maint_.get(); }
   tw::ObjectStore* store() const { return tenants_->default_store(); }
   TenantRegistry* tenants() const { return tenants_.get(); }
@@ -236,6 +255,24 @@ class Replicator {
   void EnforceSpoolBound();  // spool.cc
   void NoteRetry(const tw::Status& e, int retry);  // StoreOptions::on_retry
   tw::Status TakeSnapshot(const std::shared_ptr<Db>& d);
+  // ownership.cc. After a new generation's snapshot is uploaded: appends it
+  // to the authority's lineage by compare-and-swap. OK with *fenced empty:
+  // claimed; OK with *fenced set: another host owns the database (the
+  // message names it); an error: the store failed (retry later).
+  tw::Status ClaimGeneration(const std::shared_ptr<Db>& d, tw::ObjectStore* store,
+                             const tw::SnapshotHeader& sh, const std::string& reason,
+                             bool force, std::string* fenced);
+  // Stops replicating `d` (phase kFenced), drops its pending and sealed
+  // data, logs and shows `why`. d->mu held.
+  void FenceLocked(Db* d, const std::string& why);
+  // Unlinks the sealed segments of `d` without counting a spool drop (the
+  // one in flight is unlinked by UploadLoop). d->mu held.
+  void DiscardSealedLocked(Db* d);
+  // Before a segment upload: re-reads the authority at most every
+  // kOwnershipCheckUs. False (and `d` fenced or queued for a snapshot) when
+  // this host may not extend its generation any more.
+  bool CheckOwnership(const std::shared_ptr<Db>& d, tw::ObjectStore* store);
+  static constexpr int64_t kOwnershipCheckUs = 10'000'000;
   std::shared_ptr<Db> FindDb(const std::string& tenant, const std::string& db);
   std::string StoppedMarker(const std::string& tenant, const std::string& db) const;
   // After a settings change: audit the differences and resnapshot databases
@@ -259,6 +296,8 @@ class Replicator {
   std::atomic<bool> stop_{false};
   SpoolBudget spool_;                              // bytes of sealed segments in the spool
   int lock_fd_ = -1;                               // flock on {spool}/tenantwald.lock
+  std::string host_id_, host_name_;                // host_id.h
+  bool fencing_enforced_ = false;                  // ProbeConditionalWrites at start
   int64_t started_us_ = 0;
 
   std::mutex mu_;                                  // guards dbs_ and the queues

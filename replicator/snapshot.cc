@@ -416,6 +416,29 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
     store->Delete(key);
     return us.Prefix("upload " + key);
   }
+  if (!scheduled) {
+    // The new generation becomes current only through the authority
+    // (ownership.cc): a compare-and-swap that appends it to the lineage.
+    bool force;
+    {
+      std::lock_guard<std::mutex> lk(d->mu);
+      force = d->force_claim;
+    }
+    std::string fenced;
+    const std::string reason = sh.parent_generation.empty()
+                                   ? "first snapshot"
+                                   : "new snapshot after generation " + sh.parent_generation;
+    Status cs = ClaimGeneration(d, store.get(), sh, reason, force, &fenced);
+    if (!cs.ok() || !fenced.empty()) {
+      store->Delete(key);  // an orphan: no reader follows it, and it costs storage
+      if (!cs.ok()) return cs;
+      std::lock_guard<std::mutex> lk(d->mu);
+      if (d->snapshot_epoch == epoch) FenceLocked(d.get(), fenced);
+      return Status::OK();
+    }
+    std::lock_guard<std::mutex> lk(d->mu);
+    d->force_claim = false;
+  }
 
   std::lock_guard<std::mutex> lk(d->mu);
   if (maint_) {

@@ -743,6 +743,12 @@ bool CaptureWaitView(DbCapture* cap, uint64_t flush_txid, WaitView* out, std::st
     return false;
   }
   Slot* s = ring->slot(cap->slot);
+  if (s->state.load(std::memory_order_relaxed) == uint32_t(tw::ring::DbState::kFenced)) {
+    // Another host owns the database in the replica: waiting cannot help.
+    *why = Ring::ReadError(s);  // "fenced: ... owned by host ..." (ownership.cc)
+    if (why->empty()) *why = "fenced: another host owns it in the replica";
+    return false;
+  }
   uint64_t cur = s->flush_txid.load(std::memory_order_relaxed);
   while (cur < flush_txid && !s->flush_txid.compare_exchange_weak(cur, flush_txid)) {
   }

@@ -72,7 +72,11 @@ void Wait(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
     }
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, nullptr);
-    CaptureWaitView(tf->cap, target, &v, &why);
+    if (!CaptureWaitView(tf->cap, target, &v, &why)) {  // e.g. fenced meanwhile
+      std::string m = "tenantwal_wait: database not replicated: " + why;
+      sqlite3_result_error(ctx, m.c_str(), -1);
+      return;
+    }
   }
   sqlite3_result_int64(ctx, sqlite3_int64(v.replicated_txid));
 }

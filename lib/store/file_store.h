@@ -46,6 +46,12 @@ class FileStore : public ObjectStore {
   Status List(const std::string& prefix, std::vector<ObjectInfo>* out) override;
   Status ListDirs(const std::string& prefix, std::vector<std::string>* out) override;
   Status Delete(const std::string& key) override;
+  // Conditional writes (object_store.h): a compare-and-swap under an
+  // exclusive flock(2) of the key's directory, safe across processes. The
+  // ETag is the hex MD5 of the content (as S3's for a single-part upload).
+  Status PutIf(const std::string& key, std::string_view data, const PutCondition& cond,
+               std::string* etag, const std::map<std::string, std::string>& metadata = {}) override;
+  Status GetWithEtag(const std::string& key, std::string* out, std::string* etag) override;
   std::string url() const override { return "file://" + root_; }
   // Counts calls per operation; a "failure" is a call that returned non-OK
   // (NotFound included).

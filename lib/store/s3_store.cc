@@ -10,6 +10,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <strings.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -178,10 +179,29 @@ struct S3Store::Call {
   int local_errno = 0;
   std::string local_what;
 
+  std::string resp_etag;             // the response's ETag header, quotes stripped
+  bool conditional = false;          // a PutIf: 412/409 mean Conflict
+  static size_t Header(char* buf, size_t size, size_t nitems, void* user) noexcept;
   static size_t Write(char* ptr, size_t size, size_t nmemb, void* user) noexcept;
   static size_t Read(char* buf, size_t size, size_t nitems, void* user) noexcept;
   static int Seek(void* user, curl_off_t offset, int origin) noexcept;
 };
+
+// CURLOPT_HEADERFUNCTION: one header line per call ("Name: value\r\n").
+// Keeps the ETag (RFC 9110 section 8.8.3: a quoted opaque string).
+size_t S3Store::Call::Header(char* buf, size_t size, size_t nitems, void* user) noexcept {
+  Call* c = static_cast<Call*>(user);
+  const size_t n = size * nitems;
+  std::string_view line(buf, n);
+  if (line.size() > 5 && strncasecmp(line.data(), "etag:", 5) == 0) {
+    std::string_view v = line.substr(5);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.remove_suffix(1);
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+    c->resp_etag.assign(v.data(), v.size());
+  }
+  return n;
+}
 
 size_t S3Store::Call::Write(char* ptr, size_t size, size_t nmemb, void* user) noexcept {
   Call* c = static_cast<Call*>(user);
@@ -476,6 +496,9 @@ Status S3Store::Attempt(void* handle, Call* c, bool* retryable) {
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
   if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
+  c->resp_etag.clear();
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &Call::Header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &Call::Write);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
   if (c->method == "PUT") {
@@ -543,6 +566,13 @@ Status S3Store::Attempt(void* handle, Call* c, bool* retryable) {
   }
   const std::string msg = c->what + ": " + detail;
 
+  // A conditional PUT refused (S3 API Reference, PutObject: 412
+  // PreconditionFailed; 409 ConditionalRequestConflict when a concurrent
+  // write of the key was in progress): never retried as is, the caller
+  // reads again.
+  if (c->conditional && (http == 412 || (http == 409 && code == "ConditionalRequestConflict"))) {
+    return Status::Conflict(msg);
+  }
   if (http >= 500 || http == 429 || RetryableS3Code(code)) {
     *retryable = true;
     return Status::Unavailable(msg);
@@ -600,6 +630,57 @@ Status S3Store::PutFile(const std::string& key, const std::string& path,
   Status s = HashFile(fd, path, &c.body_size, &c.payload_sha256);
   if (s.ok()) s = Execute(&c);
   ::close(fd);
+  return s;
+}
+
+Status S3Store::PutIf(const std::string& key, std::string_view data, const PutCondition& cond,
+                      std::string* etag, const std::map<std::string, std::string>& metadata) {
+  TW_RETURN_IF_ERROR(ValidateObjectKey(key));
+  TW_RETURN_IF_ERROR(ValidateMetadata(metadata));
+  if (cond.if_none_match == !cond.if_match.empty()) {
+    return Status::InvalidArgument("PutIf " + key + ": exactly one of If-None-Match and If-Match");
+  }
+  if (cond.if_match.find_first_of("\"\r\n") != std::string::npos) {
+    return Status::InvalidArgument("PutIf " + key + ": bad ETag");
+  }
+  Call c;
+  c.op = kPut;
+  c.method = "PUT";
+  c.conditional = true;
+  std::string full = FullKey(key);
+  c.path = ObjectPath(full);
+  c.what = "PUT " + Describe(full) + (cond.if_none_match ? " (If-None-Match: *)" : " (If-Match)");
+  if (cond.if_none_match) {
+    c.extra_headers.emplace_back("if-none-match", "*");
+  } else {
+    c.extra_headers.emplace_back("if-match", "\"" + cond.if_match + "\"");
+  }
+  for (const auto& [name, value] : metadata) c.extra_headers.emplace_back("x-amz-meta-" + name, value);
+  c.body_mem = data;
+  c.body_size = data.size();
+  c.payload_sha256 = sigv4::Sha256Hex(data);
+  Status s = Execute(&c);
+  if (s.ok() && etag) *etag = c.resp_etag;
+  return s;
+}
+
+Status S3Store::GetWithEtag(const std::string& key, std::string* out, std::string* etag) {
+  out->clear();
+  etag->clear();
+  TW_RETURN_IF_ERROR(ValidateObjectKey(key));
+  Call c;
+  c.op = kGet;
+  std::string full = FullKey(key);
+  c.path = ObjectPath(full);
+  c.what = "GET " + Describe(full);
+  c.out_mem = out;
+  Status s = Execute(&c);
+  if (!s.ok()) {
+    out->clear();
+    return s;
+  }
+  if (c.resp_etag.empty()) return Status::IOError(c.what + ": the response has no ETag");
+  *etag = c.resp_etag;
   return s;
 }
 

@@ -73,6 +73,16 @@ class S3Store : public ObjectStore {
   Status List(const std::string& prefix, std::vector<ObjectInfo>* out) override;
   Status ListDirs(const std::string& prefix, std::vector<std::string>* out) override;
   Status Delete(const std::string& key) override;
+  // Conditional PUT (S3 API Reference, PutObject, "If-None-Match" and
+  // "If-Match"; the S3 User Guide, "Add preconditions to S3 operations with
+  // conditional requests"): the headers are signed like any other; 412
+  // PreconditionFailed and 409 ConditionalRequestConflict answer Conflict
+  // and are not retried. *etag is the response's ETag. Some S3-compatible
+  // servers ignore the headers (s3rver): ProbeConditionalWrites tells.
+  Status PutIf(const std::string& key, std::string_view data, const PutCondition& cond,
+               std::string* etag, const std::map<std::string, std::string>& metadata = {}) override;
+  // GET with the response's ETag (IOError when it has none).
+  Status GetWithEtag(const std::string& key, std::string* out, std::string* etag) override;
   std::string url() const override;
   // Counts HTTP attempts (retries included) per operation; a failure is an
   // attempt that did not get the expected 2xx (a DELETE of a missing key, 404

@@ -69,6 +69,7 @@ const char* DbStateName(DbState s) {
     case DbState::kError: return "error";
     case DbState::kDeleted: return "deleted";
     case DbState::kNotReplicated: return "not-replicated";
+    case DbState::kFenced: return "fenced";
   }
   return "unknown";
 }

@@ -59,6 +59,7 @@ enum class DbState : uint32_t {
   kError = 3,        // last operation failed (see last_error); retrying
   kDeleted = 4,      // deleted through the VFS or found missing
   kNotReplicated = 5,// outside the root or invalid names: never replicated
+  kFenced = 6,       // another host owns it in the replica's authority: not uploaded
 };
 const char* DbStateName(DbState s);
 
