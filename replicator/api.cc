@@ -114,6 +114,10 @@ std::string DbJson(Replicator* rep, const Replicator::DbView& d) {
   if (d.last_snapshot_us > 0) Field(&o, "lastSnapshotAt", Rfc3339(d.last_snapshot_us));
   if (d.last_error.empty()) o += ",\"lastError\":null";
   else Field(&o, "lastError", d.last_error);
+  // Why the database is being snapshotted again (pending-snapshot or
+  // snapshotting after a doubt: ring overflow, bypass, gap...), else null.
+  if (d.snapshot_reason.empty()) o += ",\"snapshotReason\":null";
+  else Field(&o, "snapshotReason", d.snapshot_reason);
   o += "}";
   return o;
 }

@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -425,6 +426,8 @@ void Replicator::ScanRoot() {
 void Replicator::ConsumeLoop() {
   auto* h = ring_->header();
   int64_t last_record_us = 0;
+  uint64_t seen_dropped = h->records_dropped.load(std::memory_order_relaxed);
+  if (seen_dropped > 0) CheckOverflow();  // dropped before this start
   while (!stop_) {
     uint32_t token = ring_->WakeToken();
     const tw::ring::RecordHeader* r = nullptr;
@@ -451,6 +454,14 @@ void Replicator::ConsumeLoop() {
       case Ring::PeekResult::kEmpty: {
         const int64_t now = tw::ring::NowMicros();
         h->consumer_heartbeat_us.store(now, std::memory_order_relaxed);
+        // A full ring drops records without always being able to say so in
+        // a record (not even the empty resync record may fit): the counter
+        // in the header is the signal, looked at once the ring is drained.
+        const uint64_t dropped = h->records_dropped.load(std::memory_order_relaxed);
+        if (dropped != seen_dropped) {
+          seen_dropped = dropped;
+          CheckOverflow();
+        }
         // Busy in the last second: nap 2 ms without asking to be woken (no
         // futex call per commit); idle: sleep deep until a producer wakes us.
         if (now - last_record_us < 1000000) ring_->Wait(token, 2, false);
@@ -533,6 +544,7 @@ void Replicator::OnTxnChunk(Db* d, const tw::ring::RecordHeader* r) {
     NeedSnapshotLocked(d, "missing part of a transaction in the ring");
     return;
   }
+  d->partial_last_us = tw::ring::NowMicros();
   Txn* t = d->partial.get();
   const uint8_t* p = reinterpret_cast<const uint8_t*>(r) + tw::ring::kRecordHeaderBytes;
   const size_t entry = 8 + ps;
@@ -582,6 +594,7 @@ void Replicator::NeedSnapshotLocked(Db* d, const std::string& why) {
   d->pending_bytes = 0;
   d->partial.reset();
   if (d->phase == Phase::kNeedSnapshot) return;
+  d->snapshot_reason = why;
   ++d->snapshot_epoch;  // a snapshot in progress no longer applies
   Log(Level::kWarn, "continuity in doubt: new snapshot",
       {{"tenant", d->tenant}, {"db", d->name}, {"reason", why}});
@@ -1137,6 +1150,9 @@ Replicator::DbView Replicator::View(Db* d, int64_t now) {
   v.phase = PhaseName(d->phase);
   v.generation = d->generation;
   v.last_error = d->last_error;
+  if (d->phase == Phase::kNeedSnapshot || d->phase == Phase::kSnapshotting) {
+    v.snapshot_reason = d->snapshot_reason;
+  }
   v.txid = s->txid;
   v.replicated_txid = d->durable_txid;
   v.bytes = d->bytes_uploaded;
@@ -1172,6 +1188,31 @@ namespace twd {
 // databases cost well under 1 % of a core (each check is two stat() calls,
 // ~5 us with the path walk). With N databases a cycle therefore lasts at
 // least N / kBypassChecksPerSecond seconds (100 s at 50,000).
+void Replicator::CheckOverflow() {
+  std::vector<std::shared_ptr<Db>> all;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    all.reserve(dbs_.size());
+    for (auto& kv : dbs_) all.push_back(kv.second);
+  }
+  size_t flagged = 0;
+  for (auto& d : all) {
+    std::lock_guard<std::mutex> lk(d->mu);
+    if (d->phase != Phase::kActive) continue;
+    Slot* s = ring_->slot(d->slot);
+    if (!s->resync.load(std::memory_order_acquire)) continue;
+    NeedSnapshotLocked(d.get(), "capture reported: " + Ring::ReadError(s));
+    PublishSlot(d.get());
+    ++flagged;
+  }
+  if (flagged > 0) {
+    Log(Level::kWarn, "the ring overflowed: databases flagged for a snapshot",
+        {{"databases", flagged},
+         {"recordsDropped", int64_t(ring_->header()->records_dropped.load())}});
+    malloc_trim(0);  // the cut-short transactions were large: give the pages back
+  }
+}
+
 void Replicator::BypassLoop() {
   constexpr size_t kBypassChecksPerSecond = 500;
   constexpr int64_t kTickUs = 100000;
@@ -1211,7 +1252,26 @@ void Replicator::BypassLoop() {
 void Replicator::CheckBypass(const std::shared_ptr<Db>& d, int64_t now_us) {
   {
     std::lock_guard<std::mutex> lk(d->mu);
-    if (d->phase != Phase::kActive || !d->pending.empty() || d->partial) return;
+    if (d->phase != Phase::kActive) return;
+    // Whatever the application does next: a resync the capture flagged
+    // without a record (the ring was full), or a transaction whose last
+    // chunks never came (dropped by a full ring; the writer is not coming
+    // back to finish it), is resolved by a snapshot now, and the partial
+    // transaction's memory is released.
+    Slot* fs = ring_->slot(d->slot);
+    if (fs->resync.load(std::memory_order_acquire)) {
+      NeedSnapshotLocked(d.get(), "capture reported: " + Ring::ReadError(fs));
+      PublishSlot(d.get());
+      return;
+    }
+    if (d->partial && now_us - d->partial_last_us > opts_.bypass_check_us) {
+      NeedSnapshotLocked(d.get(), "a transaction was cut short in the ring (its last part never "
+                                  "arrived: the ring overflowed or its writer died)");
+      PublishSlot(d.get());
+      malloc_trim(0);  // it may have been large: give the pages back
+      return;
+    }
+    if (!d->pending.empty() || d->partial) return;
   }
   struct stat sdb, swal;
   if (stat(d->path.c_str(), &sdb) != 0) return;

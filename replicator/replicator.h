@@ -107,6 +107,8 @@ struct Db {
   uint64_t pending_bytes = 0;
   int64_t pending_since_us = 0;     // arrival of the oldest pending txn
   std::unique_ptr<Txn> partial;     // a transaction whose chunks are arriving
+  int64_t partial_last_us = 0;      // arrival of its last chunk (an overflow cuts it short)
+  std::string snapshot_reason;      // why the pending snapshot was needed ("" when active)
   bool in_dirty = false;            // listed in Replicator::dirty_
   uint64_t snapshot_epoch = 0;      // bumped whenever a new snapshot is needed;
                                     // a snapshot applies only if unchanged
@@ -162,6 +164,7 @@ class Replicator {
   // ---- for the API ----
   struct DbView {
     std::string tenant, db, path, phase, generation, last_error;
+    std::string snapshot_reason;  // why a snapshot is pending or running ("" otherwise)
     uint64_t txid = 0, replicated_txid = 0, bytes = 0, snapshots = 0, pending_bytes = 0;
     uint64_t txns = 0, errors = 0;
     int64_t created_us = 0, lag_ms = 0, last_snapshot_us = 0;
@@ -245,6 +248,10 @@ class Replicator {
   void SnapshotLoop();
   void BypassLoop();
   void CheckBypass(const std::shared_ptr<Db>& d, int64_t now_us);
+  // After the ring dropped records (header records_dropped moved): every
+  // active database whose slot carries the resync flag is snapshotted, and
+  // the memory of the transactions cut short is returned (malloc_trim).
+  void CheckOverflow();
   void OnRecord(const tw::ring::RecordHeader* r);
   void OnTxnChunk(Db* d, const tw::ring::RecordHeader* r);
   void NeedSnapshotLocked(Db* d, const std::string& why);

@@ -485,6 +485,7 @@ Status Replicator::TakeSnapshot(const std::shared_ptr<Db>& d) {
   d->last_snapshot_us = tw::ring::NowMicros();
   d->failures = 0;
   d->last_error.clear();
+  d->snapshot_reason.clear();
   d->phase = Phase::kActive;
   while (!d->pending.empty() && d->pending.front().txid <= S) {
     d->pending_bytes -= d->pending.front().pages.size();
