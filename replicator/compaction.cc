@@ -2,6 +2,8 @@
 // (design: compaction.h; format: docs/FORMAT.md "Compaction").
 #include "compaction.h"
 
+#include <set>
+
 #include "duration.h"
 
 #include <sys/stat.h>
@@ -135,33 +137,60 @@ std::vector<CompactionStep> PlanCompaction(const std::vector<IndexedObject>& seg
   return out;
 }
 
-std::vector<std::string> PlanRetention(const IndexedDb& db, int64_t now, int64_t retention_us) {
+std::vector<std::string> PlanRetention(const IndexedDb& db, int64_t now, int64_t retention_us,
+                                       const std::vector<std::string>* lineage) {
   std::vector<std::string> del;
   const int64_t cutoff = now - retention_us;
+  // Generations oldest first: the lineage's order when there is one
+  // (orphans, not in it, before everything), else id order.
+  std::vector<std::string> order, orphans;
+  if (lineage) {
+    std::set<std::string> in(lineage->begin(), lineage->end());
+    for (const auto& [gen, g] : db) {
+      if (!in.count(gen)) orphans.push_back(gen);
+    }
+    for (const std::string& gen : *lineage) {
+      if (db.count(gen)) order.push_back(gen);
+    }
+  } else {
+    for (const auto& [gen, g] : db) order.push_back(gen);
+  }
+  // An orphan is deleted once all of it is older than the cutoff: no
+  // restore without --generation reads it, and it is kept as long as the
+  // window lasts for one that does.
+  for (const std::string& gen : orphans) {
+    const IndexedGeneration& g = db.at(gen);
+    bool old = true;
+    for (const auto& o : g.snapshots) old &= o.last_us <= cutoff;
+    for (const auto& o : g.segments) old &= o.last_us <= cutoff;
+    if (!old) continue;
+    for (const auto& o : g.snapshots) del.push_back(o.key);
+    for (const auto& o : g.segments) del.push_back(o.key);
+  }
   // The (generation, snapshot) a restore to the cutoff instant would use.
-  std::string gstar;
+  size_t gstar = order.size();
   const IndexedObject* sstar = nullptr;
-  for (auto it = db.rbegin(); it != db.rend() && sstar == nullptr; ++it) {
-    for (auto s = it->second.snapshots.rbegin(); s != it->second.snapshots.rend(); ++s) {
+  for (size_t i = order.size(); i-- > 0 && sstar == nullptr;) {
+    const IndexedGeneration& g = db.at(order[i]);
+    for (auto s = g.snapshots.rbegin(); s != g.snapshots.rend(); ++s) {
       if (s->first_us <= cutoff) {
         sstar = &*s;
-        gstar = it->first;
+        gstar = i;
         break;
       }
     }
   }
   if (sstar == nullptr) return del;
-  for (const auto& [gen, g] : db) {
-    if (gen < gstar) {
-      for (const auto& o : g.snapshots) del.push_back(o.key);
-      for (const auto& o : g.segments) del.push_back(o.key);
-    } else if (gen == gstar) {
-      for (const auto& o : g.snapshots)
-        if (o.max_txid < sstar->max_txid) del.push_back(o.key);
-      for (const auto& o : g.segments)
-        if (o.max_txid <= sstar->max_txid) del.push_back(o.key);
-    }
+  for (size_t i = 0; i < gstar; ++i) {
+    const IndexedGeneration& g = db.at(order[i]);
+    for (const auto& o : g.snapshots) del.push_back(o.key);
+    for (const auto& o : g.segments) del.push_back(o.key);
   }
+  const IndexedGeneration& g = db.at(order[gstar]);
+  for (const auto& o : g.snapshots)
+    if (o.max_txid < sstar->max_txid) del.push_back(o.key);
+  for (const auto& o : g.segments)
+    if (o.max_txid <= sstar->max_txid) del.push_back(o.key);
   return del;
 }
 

@@ -125,8 +125,15 @@ struct IndexedGeneration {
 using IndexedDb = std::map<std::string, IndexedGeneration>;
 
 // Keys retention deletes at `now_us` (see the top of this file). Never the
-// newest snapshot committed by the cutoff, nor anything after it.
-std::vector<std::string> PlanRetention(const IndexedDb& db, int64_t now_us, int64_t retention_us);
+// newest snapshot committed by the cutoff, nor anything after it. "After"
+// follows `lineage` (generation ids oldest first, from the database's
+// authority, lib/store/authority.h) when given, so the current generation
+// is never deleted whatever its id; generations not in it (orphans) are
+// deleted once every object of theirs is older than the cutoff. Without a
+// lineage (a replica from before the authority) generations are ordered by
+// id, as they always were.
+std::vector<std::string> PlanRetention(const IndexedDb& db, int64_t now_us, int64_t retention_us,
+                                       const std::vector<std::string>* lineage = nullptr);
 
 // Lists tenants/T/D/ and reads each object's header (ranged GETs; objects
 // already in `known` by key are not read again) into *out. Unreadable

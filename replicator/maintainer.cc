@@ -1,6 +1,8 @@
 // tenantwald: the maintenance thread (design: compaction.h).
 #include "maintainer.h"
 
+#include "store/authority.h"
+
 #include <pthread.h>
 #include <unistd.h>
 
@@ -332,8 +334,28 @@ void Maintainer::Retain(const std::string& id, int64_t now) {
     d->last_retention_us = now;
     return;
   }
+  // The authority's lineage orders the generations (never their ids: a
+  // clock that stepped back, or a second host, makes ids lie). A corrupt
+  // or unreadable authority stops this pass: nothing is deleted on doubt.
+  std::vector<std::string> lineage;
+  bool has_lineage = false;
+  {
+    tw::Authority a;
+    Status as = tw::LoadAuthority(d->store.get(), d->tenant, d->db, &a, nullptr);
+    if (as.ok()) {
+      for (const auto& g : a.lineage) lineage.push_back(g.id);
+      has_lineage = true;
+    } else if (!as.IsNotFound()) {
+      ++stats_.failures;
+      Log(Level::kWarn, "retention: cannot read the authority; nothing deleted",
+          {{"tenant", d->tenant}, {"db", d->db}, {"error", as.ToString()}});
+      std::lock_guard<std::mutex> lk(mu_);
+      d->last_retention_us = now;
+      return;
+    }
+  }
   const int64_t retention = rep_->RetentionUs(d->tenant);
-  std::vector<std::string> del = PlanRetention(fresh, now, retention);
+  std::vector<std::string> del = PlanRetention(fresh, now, retention, has_lineage ? &lineage : nullptr);
   std::set<std::string> gone(del.begin(), del.end());
   std::lock_guard<std::mutex> lk(mu_);
   ++stats_.retention_passes;

@@ -2,6 +2,8 @@
 // (design: restore.h).
 #include "store/restore.h"
 
+#include "store/authority.h"
+
 #include "store/file_util.h"
 
 #include <fcntl.h>
@@ -130,7 +132,41 @@ Status ListDatabase(ObjectStore* store, const std::string& tenant, const std::st
   out->db = db;
   for (auto& d : all)
     if (d.tenant == tenant && d.db == db) *out = std::move(d);
+  bool has_authority = false;
+  for (const ObjectInfo& o : objects) has_authority |= o.key == AuthorityKey(tenant, db);
+  if (!has_authority) return Status::OK();  // a replica from before the authority
+  Authority a;
+  Status s = LoadAuthority(store, tenant, db, &a, nullptr);
+  if (s.IsNotFound()) return Status::OK();  // deleted since the listing
+  TW_RETURN_IF_ERROR(s);
+  std::vector<std::string> ids;
+  for (const AuthorityGeneration& g : a.lineage) ids.push_back(g.id);
+  ApplyLineage(out, ids, a.released ? "" : a.owner, a.epoch);
   return Status::OK();
+}
+
+void ApplyLineage(CatalogDatabase* cat, const std::vector<std::string>& lineage,
+                  const std::string& owner, uint64_t epoch) {
+  std::map<std::string, CatalogGeneration> by_id;
+  for (auto& g : cat->generations) by_id[g.id] = std::move(g);
+  cat->generations.clear();
+  std::set<std::string> in_lineage(lineage.begin(), lineage.end());
+  for (auto& [id, g] : by_id) {  // orphans first, by id
+    if (in_lineage.count(id)) continue;
+    g.orphan = true;
+    cat->generations.push_back(std::move(g));
+  }
+  for (const std::string& id : lineage) {
+    auto it = by_id.find(id);
+    if (it == by_id.end() || in_lineage.count(id) == 0) continue;
+    it->second.orphan = false;
+    cat->generations.push_back(std::move(it->second));
+    in_lineage.erase(id);  // a duplicate id in the lineage is used once
+  }
+  cat->has_authority = true;
+  cat->current = lineage.empty() ? "" : lineage.back();
+  cat->owner = owner;
+  cat->epoch = epoch;
 }
 // ---- helpers for planning --------------------------------------------------------
 
@@ -274,6 +310,7 @@ Status PlanRestore(const CatalogDatabase& catalog, uint64_t target, const std::s
   for (size_t gi = catalog.generations.size(); gi-- > 0;) {
     const CatalogGeneration& g = catalog.generations[gi];
     if (!generation.empty() && g.id != generation) continue;
+    if (generation.empty() && g.orphan) continue;  // only by id
     // Snapshots at or before the target, newest first: the first whose chain
     // reaches the target (latest: the one reaching furthest).
     uint64_t best_end = 0;
@@ -360,6 +397,7 @@ Status PlanByTime(ObjectStore* store, const CatalogDatabase& cat, const RestoreO
   for (size_t gi = cat.generations.size(); gi-- > 0 && snap == nullptr;) {
     const CatalogGeneration& g = cat.generations[gi];
     if (!opt.generation.empty() && g.id != opt.generation) continue;
+    if (opt.generation.empty() && g.orphan) continue;  // only by id
     // Snapshots committed by T, newest first: the first whose chain runs to
     // the generation's last segment; failing that, the one reaching furthest.
     uint64_t best_end = 0;

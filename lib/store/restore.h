@@ -93,16 +93,33 @@ struct CatalogObject {
 
 // The objects of one generation, each list sorted by (min_txid, max_txid).
 struct CatalogGeneration {
-  std::string id;  // 16 hex; ids sort by creation time
+  std::string id;  // 16 hex; ids sort by creation time (a wall clock: never trusted for order)
   std::vector<CatalogObject> snapshots;
   std::vector<CatalogObject> segments;
+  // Not in the authority's lineage (a fenced host's, or a claim that lost):
+  // never chosen unless asked for by id (--generation).
+  bool orphan = false;
 };
 
-// Every generation of one database, sorted by id (oldest first).
+// Every generation of one database, oldest first: in the order of the
+// authority's lineage (lib/store/authority.h) when the database has one
+// (orphans first, by id, so "latest" is never one), else by id (replicas
+// written before the authority).
 struct CatalogDatabase {
   std::string tenant, db;
   std::vector<CatalogGeneration> generations;
+  bool has_authority = false;   // set by ListDatabase
+  std::string current;          // the lineage's current generation ("" without authority)
+  std::string owner;            // the authority's owner host id ("" when released or none)
+  uint64_t epoch = 0;           // the authority's epoch (0 without)
 };
+
+// Orders `cat`'s generations by `lineage` (oldest first; ids absent from it
+// become orphans, placed first in id order) and records the authority's
+// current generation, owner and epoch. Generations of the lineage with no
+// object in the listing are skipped.
+void ApplyLineage(CatalogDatabase* cat, const std::vector<std::string>& lineage,
+                  const std::string& owner, uint64_t epoch);
 
 // Groups a listing (any prefix of tenants/) into databases sorted by
 // (tenant, db). Keys ParseKey rejects are skipped and counted in *ignored
@@ -111,7 +128,10 @@ std::vector<CatalogDatabase> BuildCatalog(const std::vector<ObjectInfo>& objects
                                           size_t* ignored);
 
 // Lists tenants/T/D/ and returns its catalog; an empty `generations` means
-// no replica. Errors: the store's List errors.
+// no replica. Reads tenants/T/D/authority.json (one GET) and orders the
+// generations by its lineage (ApplyLineage); without one, by id. Errors: the
+// store's List and Get errors; Corruption for an authority that does not
+// parse (never silently ordered by id instead).
 Status ListDatabase(ObjectStore* store, const std::string& tenant, const std::string& db,
                     CatalogDatabase* out);
 
