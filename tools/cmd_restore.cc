@@ -25,8 +25,16 @@
 #include <iostream>
 #include <sstream>
 
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "cmd.h"
 #include "store/restore.h"
+#include "walring/ring.h"
 
 namespace tw {
 namespace cli {
@@ -199,6 +207,46 @@ int PrintPlan(const RestoreFlags& f, const RestoreOptions& o, const RestorePlan&
   return 0;
 }
 
+// Restoring over a database that tenantwald replicates from this host
+// (issue 12, situation 1) would leave the replica's history continuing from
+// a state the file no longer has. The ring (TENANTWAL_RING, default
+// "tenantwal") lists every database opened through the VFS: if `output`
+// is one of them (same real path), not deleted, and a tenantwald consumes
+// the ring, refuse with the safe procedure. No ring, or no match: OK.
+Status CheckNotLive(const std::string& output) {
+  char real_out[PATH_MAX];
+  if (::realpath(output.c_str(), real_out) == nullptr) return Status::OK();  // a new file
+  const char* env = ::getenv("TENANTWAL_RING");
+  const std::string name = env && *env ? env : "tenantwal";
+  std::unique_ptr<ring::Ring> r;
+  if (!ring::Ring::Open(name, ring::Options{}, false, &r).ok()) return Status::OK();
+  const int32_t pid = r->header()->consumer_pid.load();
+  const bool consumer = pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+  if (!consumer) return Status::OK();
+  for (uint32_t i = 0; i < r->slot_count(); ++i) {
+    ring::Slot* s = r->slot(i);
+    if (!s->used.load(std::memory_order_acquire)) continue;
+    const auto st = ring::DbState(s->state.load());
+    if (st == ring::DbState::kDeleted || st == ring::DbState::kNotReplicated) continue;
+    char real_slot[PATH_MAX];
+    std::string path(s->path, strnlen(s->path, sizeof s->path));
+    if (::realpath(path.c_str(), real_slot) == nullptr || std::string(real_slot) != real_out) {
+      continue;
+    }
+    std::string t(s->tenant, strnlen(s->tenant, sizeof s->tenant));
+    std::string d(s->db, strnlen(s->db, sizeof s->db));
+    return Status::InvalidArgument(
+        "refusing to restore over " + output + ": it is the live database " + t + "/" + d +
+        " that tenantwald (pid " + std::to_string(pid) + ", ring " + name +
+        ") replicates; its replica would continue from a state the file no longer has. To roll "
+        "it back: stop the application, stop replicating it (DELETE /api/databases/" + t + "/" +
+        d + "), restore to a new file, move that file over the database, then register it again "
+        "(POST /api/databases with {\"tenantId\":\"" + t + "\",\"databaseName\":\"" + d +
+        "\"}): a new generation starts from the restored state (docs/OPERATIONS.md)");
+  }
+  return Status::OK();
+}
+
 int RunRestore(const RestoreFlags& f) {
   const char* cmd = "restore";
   Status s = CheckName("--tenant", f.tenant);
@@ -222,6 +270,10 @@ int RunRestore(const RestoreFlags& f) {
     s = ParseRfc3339(f.timestamp, &o.target_time_us);
     if (!s.ok()) return Fail(cmd, s);
     o.has_target_time = true;
+  }
+  if (!f.dry_run && f.force) {
+    s = CheckNotLive(f.output);
+    if (!s.ok()) return Fail(cmd, s);
   }
   std::unique_ptr<ObjectStore> store;
   s = OpenReplica(f.replica, &store);

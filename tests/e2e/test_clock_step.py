@@ -9,7 +9,10 @@ G2, whose id (top bits: the wall clock) sorts *below* G1's. Asserted:
   * the authority's lineage is [G1, G2] (G2's parent G1);
   * `tenantwal restore` (latest) equals the live database: "latest" follows
     the lineage (before the authority it returned G1's older state, exit 0);
-  * `tenantwal restore --generation G1` still gives G1's last state.
+  * `tenantwal restore --generation G1` still gives G1's last state;
+  * `tenantwal restore --force -o LIVE` (rolling the live file back while
+    tenantwald replicates it, situation 1) is refused with the safe
+    procedure, and the live file is unchanged.
 Replica: file://.
 """
 
@@ -68,6 +71,17 @@ def test():
     import sqlite3
     n = sqlite3.connect(out).execute("SELECT count(*) FROM u").fetchone()[0]
     tw.check(n == 10, f"generation {g1} still restores its own last state ({n} rows)")
+    # Restore over the live file (issue 12, situation 1): refused, file untouched.
+    import hashlib
+    before = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    p = __import__("subprocess").run([tw.CLI, "restore", "--replica", d.replica, "--tenant",
+                                      "acme", "--db", "users", "-o", path, "--force",
+                                      "--generation", g1],
+                                     capture_output=True, text=True)
+    after = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    tw.check(p.returncode != 0 and "refusing to restore over" in p.stderr and before == after,
+             f"restore --force over the live file is refused, the file unchanged: "
+             f"{p.stderr.strip()[:160]}...")
     c.close()
 
 
