@@ -32,28 +32,6 @@ bool ParseLogLevel(std::string_view s, Level* out) {
   return false;
 }
 
-void JsonQuote(std::string* out, std::string_view s) {
-  out->push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          snprintf(buf, sizeof buf, "\\u%04x", c);
-          out->append(buf);
-        } else {
-          out->push_back(char(c));
-        }
-    }
-  }
-  out->push_back('"');
-}
-
 std::string Rfc3339(int64_t us) {
   time_t t = time_t(us / 1000000);
   struct tm tm;

@@ -7,6 +7,8 @@
 // are escaped per RFC 8259. Secrets must never be passed in. Thread-safe.
 #pragma once
 
+#include "base/json_quote.h"
+
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -32,8 +34,8 @@ void SetLogLevel(Level l);
 bool ParseLogLevel(std::string_view s, Level* out);
 void Log(Level l, std::string_view msg, std::initializer_list<LogField> fields = {});
 
-// Appends `s` to `out` as a JSON string literal (with quotes).
-void JsonQuote(std::string* out, std::string_view s);
+// Appends `s` to `out` as a JSON string literal (with quotes): lib/base/json_quote.h.
+using tw::JsonQuote;
 // RFC 3339 UTC with milliseconds from Unix microseconds.
 std::string Rfc3339(int64_t unix_us);
 

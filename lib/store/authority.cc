@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <set>
 
+#include "base/json_quote.h"
 #include "base/names.h"
 #include "store/format.h"
 
@@ -18,27 +19,7 @@ namespace {
 
 constexpr const char* kFormatTag = "tenantwal-authority-1";
 
-void Quote(std::string* out, std::string_view s) {
-  out->push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out->append(buf);
-        } else {
-          out->push_back(char(c));
-        }
-    }
-  }
-  out->push_back('"');
-}
+void Quote(std::string* out, std::string_view s) { JsonQuote(out, s); }
 
 void Str(std::string* out, const char* name, std::string_view v, bool first = false) {
   if (!first) out->push_back(',');

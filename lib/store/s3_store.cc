@@ -597,6 +597,12 @@ Status S3Store::Attempt(void* handle, Call* c, bool* retryable) {
 
 Status S3Store::Put(const std::string& key, std::string_view data,
                     const std::map<std::string, std::string>& metadata) {
+  return PutMem(key, data, metadata, nullptr, nullptr);
+}
+
+Status S3Store::PutMem(const std::string& key, std::string_view data,
+                       const std::map<std::string, std::string>& metadata,
+                       const PutCondition* cond, std::string* etag) {
   TW_RETURN_IF_ERROR(ValidateObjectKey(key));
   TW_RETURN_IF_ERROR(ValidateMetadata(metadata));
   Call c;
@@ -605,11 +611,23 @@ Status S3Store::Put(const std::string& key, std::string_view data,
   std::string full = FullKey(key);
   c.path = ObjectPath(full);
   c.what = "PUT " + Describe(full);
+  if (cond != nullptr) {
+    c.conditional = true;
+    if (cond->if_none_match) {
+      c.what += " (If-None-Match: *)";
+      c.extra_headers.emplace_back("if-none-match", "*");
+    } else {
+      c.what += " (If-Match)";
+      c.extra_headers.emplace_back("if-match", "\"" + cond->if_match + "\"");
+    }
+  }
   for (const auto& [name, value] : metadata) c.extra_headers.emplace_back("x-amz-meta-" + name, value);
   c.body_mem = data;
   c.body_size = data.size();
   c.payload_sha256 = sigv4::Sha256Hex(data);
-  return Execute(&c);
+  Status s = Execute(&c);
+  if (s.ok() && etag) *etag = c.resp_etag;
+  return s;
 }
 
 Status S3Store::PutFile(const std::string& key, const std::string& path,
@@ -635,33 +653,13 @@ Status S3Store::PutFile(const std::string& key, const std::string& path,
 
 Status S3Store::PutIf(const std::string& key, std::string_view data, const PutCondition& cond,
                       std::string* etag, const std::map<std::string, std::string>& metadata) {
-  TW_RETURN_IF_ERROR(ValidateObjectKey(key));
-  TW_RETURN_IF_ERROR(ValidateMetadata(metadata));
   if (cond.if_none_match == !cond.if_match.empty()) {
     return Status::InvalidArgument("PutIf " + key + ": exactly one of If-None-Match and If-Match");
   }
   if (cond.if_match.find_first_of("\"\r\n") != std::string::npos) {
     return Status::InvalidArgument("PutIf " + key + ": bad ETag");
   }
-  Call c;
-  c.op = kPut;
-  c.method = "PUT";
-  c.conditional = true;
-  std::string full = FullKey(key);
-  c.path = ObjectPath(full);
-  c.what = "PUT " + Describe(full) + (cond.if_none_match ? " (If-None-Match: *)" : " (If-Match)");
-  if (cond.if_none_match) {
-    c.extra_headers.emplace_back("if-none-match", "*");
-  } else {
-    c.extra_headers.emplace_back("if-match", "\"" + cond.if_match + "\"");
-  }
-  for (const auto& [name, value] : metadata) c.extra_headers.emplace_back("x-amz-meta-" + name, value);
-  c.body_mem = data;
-  c.body_size = data.size();
-  c.payload_sha256 = sigv4::Sha256Hex(data);
-  Status s = Execute(&c);
-  if (s.ok() && etag) *etag = c.resp_etag;
-  return s;
+  return PutMem(key, data, metadata, &cond, etag);
 }
 
 Status S3Store::GetWithEtag(const std::string& key, std::string* out, std::string* etag) {

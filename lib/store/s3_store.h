@@ -106,6 +106,11 @@ class S3Store : public ObjectStore {
   Status ListPages(const std::string& prefix, bool dirs, std::vector<ObjectInfo>* objects,
                    std::vector<std::string>* common_prefixes);
   Status Execute(Call* call);
+  // PUT of `data`; conditional when `cond` is set (PutIf), *etag (may be
+  // null) gets the response's ETag.
+  Status PutMem(const std::string& key, std::string_view data,
+                const std::map<std::string, std::string>& metadata, const PutCondition* cond,
+                std::string* etag);
   Status Attempt(void* curl, Call* call, bool* retryable);
   void* AcquireHandle();
   void ReleaseHandle(void* h);

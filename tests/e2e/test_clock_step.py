@@ -48,7 +48,7 @@ def test():
     d.wait_caught_up([("acme", "users")], timeout=60)
     g1 = d.db_entry("acme", "users")["generation"]
     d.stop()
-    d.prefix = [faketime, "-f", "-1d"]
+    d.exec_prefix = [faketime, "-f", "-1d"]
     d.start()
     tw.check(post(d, "/api/databases/acme/users/snapshot") == 202, "snapshot requested")
     for i in range(10):

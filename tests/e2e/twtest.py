@@ -178,7 +178,7 @@ class Daemon:
         self.spool = os.path.join(self.workdir, "spool")
         self.log_path = os.path.join(self.workdir, "tenantwald.log")
         self.extra_args = list(extra_args)
-        self.prefix = []   # e.g. ["faketime", "-f", "-1d"]: a command that execs tenantwald
+        self.exec_prefix = []   # e.g. ["faketime", "-f", "-1d"]: a command that execs tenantwald
         self.proc = None
         # Clients started from this process (and its children) use the same ring/root.
         os.environ["TENANTWAL_RING"] = self.ring
@@ -200,7 +200,7 @@ class Daemon:
 
     def start(self, timeout=30):
         require_built(TENANTWALD)
-        args = self.prefix + [TENANTWALD, "--root", self.root, "--replica", self.replica,
+        args = self.exec_prefix + [TENANTWALD, "--root", self.root, "--replica", self.replica,
                 "--api", f"127.0.0.1:{self.port}", "--sync-interval", self.sync_interval,
                 "--spool", self.spool, "--ring", self.ring] + self.extra_args
         log(f"starting tenantwald: {' '.join(args)}")
