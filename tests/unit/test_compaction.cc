@@ -159,7 +159,8 @@ TEST_CASE("compaction: recorded history, restores at 30 instants and 30 txids") 
   targets.push_back({true, rec.commit_us[900] + 3});
   int coarse = 0, exact = 0;
   for (size_t i = 0; i < targets.size(); i++) {
-    auto [is_time, v] = targets[i];
+    const bool is_time = targets[i].first;  // not a structured binding: clang 14 cannot
+    const auto v = targets[i].second;       // capture one in the doctest macros' lambdas
     RestoreOptions ro = fx.Opts("t" + std::to_string(i) + ".db");
     uint64_t want;
     if (is_time) {
