@@ -663,26 +663,15 @@ Status S3Store::PutIf(const std::string& key, std::string_view data, const PutCo
 }
 
 Status S3Store::GetWithEtag(const std::string& key, std::string* out, std::string* etag) {
-  out->clear();
   etag->clear();
-  TW_RETURN_IF_ERROR(ValidateObjectKey(key));
-  Call c;
-  c.op = kGet;
-  std::string full = FullKey(key);
-  c.path = ObjectPath(full);
-  c.what = "GET " + Describe(full);
-  c.out_mem = out;
-  Status s = Execute(&c);
-  if (!s.ok()) {
-    out->clear();
-    return s;
-  }
-  if (c.resp_etag.empty()) return Status::IOError(c.what + ": the response has no ETag");
-  *etag = c.resp_etag;
+  Status s = GetMem(key, out, etag);
+  if (s.ok() && etag->empty()) return Status::IOError("GET " + key + ": the response has no ETag");
   return s;
 }
 
-Status S3Store::Get(const std::string& key, std::string* out) {
+Status S3Store::Get(const std::string& key, std::string* out) { return GetMem(key, out, nullptr); }
+
+Status S3Store::GetMem(const std::string& key, std::string* out, std::string* etag) {
   out->clear();
   TW_RETURN_IF_ERROR(ValidateObjectKey(key));
   Call c;
@@ -693,6 +682,7 @@ Status S3Store::Get(const std::string& key, std::string* out) {
   c.out_mem = out;
   Status s = Execute(&c);
   if (!s.ok()) out->clear();
+  if (s.ok() && etag) *etag = c.resp_etag;
   return s;
 }
 

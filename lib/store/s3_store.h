@@ -111,6 +111,8 @@ class S3Store : public ObjectStore {
   Status PutMem(const std::string& key, std::string_view data,
                 const std::map<std::string, std::string>& metadata, const PutCondition* cond,
                 std::string* etag);
+  // GET into memory; *etag (may be null) gets the response's ETag.
+  Status GetMem(const std::string& key, std::string* out, std::string* etag);
   Status Attempt(void* curl, Call* call, bool* retryable);
   void* AcquireHandle();
   void ReleaseHandle(void* h);

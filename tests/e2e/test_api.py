@@ -137,15 +137,6 @@ def promtool_check(text):
     return (p.stdout + p.stderr).strip()
 
 
-def wait_until(what, fn, timeout=60, every=0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            tw.fail(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(every)
 
 
 def db(t, name):
@@ -349,7 +340,7 @@ def test():
                                timeout=60)
     snaps, _ = tw.check_layout(d, "gamma", "ledger", keys)
     tw.check(snaps, f"gamma/ledger: snapshot in S3 after registration ({snaps[0]})")
-    wait_until("gamma/ledger active", lambda: db("gamma", "ledger")["status"] == "active")
+    tw.wait_until("gamma/ledger active", lambda: db("gamma", "ledger")["status"] == "active")
     tw.restore_and_compare(d, "gamma", "ledger", outdir)
     t3 = vfs_insert(d.db_path("gamma", "ledger"), 7, "after-register")
     d.wait_caught_up([("gamma", "ledger")], min_txid={("gamma", "ledger"): t3}, timeout=60)
@@ -363,10 +354,10 @@ def test():
     _, b = expect("POST", "/api/databases/acme/orders/snapshot", 202)
     tw.check(b["accepted"] is True and b["alreadyPending"] is False,
              f"snapshot accepted: {b['message']}")
-    after = wait_until("a new snapshot of acme/orders",
+    after = tw.wait_until("a new snapshot of acme/orders",
                        lambda: (lambda x: x if x["snapshots"] > before["snapshots"]
                                 and x["status"] == "active" else None)(db("acme", "orders")))
-    snaps = wait_until("a new snapshot object in S3",
+    snaps = tw.wait_until("a new snapshot object in S3",
                        lambda: (lambda s: s if len(s) > n_before else None)(
                            tw.check_layout(d, "acme", "orders")[0]))
     tw.check(after["generation"] != before["generation"],
@@ -622,7 +613,7 @@ def test():
         create_plain(d2.db_path("agg", name), rows=10)
     d2.start()
     PORT = d2.port
-    wait_until("agg/a1..a3 snapshotted", lambda: all(
+    tw.wait_until("agg/a1..a3 snapshotted", lambda: all(
         x["status"] == "active" and x["snapshots"] == 1
         for x in call("GET", "/api/databases?tenant=agg", token=None)[2]["databases"])
         and call("GET", "/api/databases?tenant=agg", token=None)[2]["totalDatabases"] == 3)

@@ -65,15 +65,6 @@ def generations(replica_dir):
     return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
-def wait_for(what, fn, timeout=60, every=0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            tw.fail(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(every)
 
 
 def entry(d):
@@ -114,7 +105,7 @@ def test():
     # 2. B is fenced.
     os.makedirs(os.path.dirname(b.db_path("acme", "users")), exist_ok=True)
     writes(b, "b", 5)
-    e = wait_for("B fenced", lambda: entry(b) if entry(b).get("status") == "fenced" else None)
+    e = tw.wait_until("B fenced", lambda: entry(b) if entry(b).get("status") == "fenced" else None)
     tw.check(ha["hostId"] in (e.get("lastError") or ""),
              f"B fenced, naming A's host: {e.get('lastError')}")
     rc, out, err = cli_full(b, b.db_path("acme", "users"),
@@ -134,13 +125,13 @@ def test():
     # 4. Claims.
     st, body = post(b, "/api/databases/acme/users/claim")
     tw.check(st == 202, f"claim without force accepted ({st})")
-    wait_for("B fenced again after a claim without force",
+    tw.wait_until("B fenced again after a claim without force",
              lambda: entry(b).get("status") == "fenced" and entry(b).get("lastError"), timeout=60)
     tw.check(authority(replica_dir)["owner"] == ha["hostId"], "a claim without force changes "
                                                               "nothing while A owns it")
     st, body = post(b, "/api/databases/acme/users/claim", {"force": True})
     tw.check(st == 202 and body.get("force") is True, f"forced claim accepted ({st})")
-    wait_for("B active after the takeover", lambda: entry(b).get("status") == "active", timeout=60)
+    tw.wait_until("B active after the takeover", lambda: entry(b).get("status") == "active", timeout=60)
     auth = authority(replica_dir)
     gen_b = entry(b)["generation"]
     lin = auth["lineage"]
@@ -155,7 +146,7 @@ def test():
         if entry(a).get("status") == "fenced":
             break
         time.sleep(1)
-    ea = wait_for("A fenced", lambda: entry(a) if entry(a).get("status") == "fenced" else None,
+    ea = tw.wait_until("A fenced", lambda: entry(a) if entry(a).get("status") == "fenced" else None,
                   timeout=30)
     tw.check(hb["hostId"] in (ea.get("lastError") or ""),
              f"A fenced {time.monotonic() - t0:.1f}s after the takeover, naming B: "

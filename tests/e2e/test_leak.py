@@ -45,12 +45,6 @@ TOMBSTONE_KIB = 6
 FLAT_MIB = 4
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
 
 
 def fds(pid):
@@ -135,7 +129,7 @@ def test():
         if settle:  # let snapshots of just-registered databases finish or abort
             time.sleep(2)
         n, socks = fds(pid)
-        row = (label, rss_kib(pid), n, socks)
+        row = (label, tw.rss_kib(pid), n, socks)
         table.append(row)
         tw.log(f"{label}: VmRSS {row[1]} KiB, {n} open fds ({socks} sockets)")
         return row

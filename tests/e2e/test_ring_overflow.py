@@ -32,12 +32,6 @@ TXN_MB = 24
 BYPASS_S = 5
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
 
 
 def big_txn(path, errors):
@@ -70,7 +64,7 @@ def test():
         c.close()
     d.wait_caught_up(dbs, timeout=120)
     time.sleep(1)
-    rss0 = rss_kib(d.proc.pid)
+    rss0 = tw.rss_kib(d.proc.pid)
     tw.log(f"before: VmRSS {rss0} KiB")
     errors = []
     threads = [threading.Thread(target=big_txn, args=(d.db_path(t, n), errors)) for t, n in dbs]
@@ -115,7 +109,7 @@ def test():
     tw.check(not missing_reason, f"a lagging database shows why: {sorted(reasons)[:3]}")
     d.wait_caught_up(dbs, timeout=30)
     time.sleep(2)
-    rss1 = rss_kib(d.proc.pid)
+    rss1 = tw.rss_kib(d.proc.pid)
     tw.check(rss1 - rss0 <= 64 * 1024,
              f"VmRSS {rss0} -> {rss1} KiB ({(rss1 - rss0) / 1024:+.0f} MiB; bound +64 MiB): the "
              f"half-received transactions were released")

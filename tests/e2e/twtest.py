@@ -139,6 +139,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+def rss_kib(pid):
+    """VmRSS of process `pid` in KiB (/proc/PID/status), or -1."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def wait_until(what, fn, timeout=60, every=0.3):
+    """Poll fn() until it returns a true value (returned); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            fail(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(every)
+
+
 def tempdir(name):
     d = tempfile.mkdtemp(prefix=f"tenantwal-{name}-")
     if os.environ.get("TENANTWAL_KEEP_TMP"):
